@@ -1,0 +1,340 @@
+"""Building blocks of the ELF association network.
+
+Every block works on feature maps B×C×H×W and keeps their shape unless its name says otherwise.
+Convolutions carry no bias except the depthwise-separable ones, as in the reference network.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 1, bias=False)
+
+
+def resize(x: Tensor, scale: float) -> Tensor:
+    """Bilinear resampling by `scale` (0.5, 2, 0.25, 4), half-pixel centres."""
+    return F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+
+
+class DepthwiseSeparableConv(nn.Sequential):
+    """Depthwise 3×3 (with bias) then pointwise 1×1 (with bias)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels),
+            nn.Conv2d(in_channels, out_channels, 1),
+        )
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of each pixel, with weight and bias."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        # normalising in channels-last order lets F.layer_norm use its fused kernel
+        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class ChannelAttention(nn.Module):
+    """Squeeze-and-excitation: global average → 1×1 (C→C/reduction) → ReLU → 1×1 → sigmoid gate."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            conv1x1(channels, channels // reduction),
+            nn.ReLU(inplace=True),
+            conv1x1(channels // reduction, channels),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gate(x)
+
+
+class CAB(nn.Module):
+    """Channel attention block: conv → PReLU → conv → channel attention, plus the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv3x3(channels, channels),
+            nn.PReLU(),
+            conv3x3(channels, channels),
+            ChannelAttention(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + x
+
+
+class Fuse2(nn.Module):
+    """Fuses a main stream `a` with a side stream `b`: CA(dsc(a ‖ b)) + a."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mix = DepthwiseSeparableConv(2 * channels, channels)
+        self.attention = ChannelAttention(channels)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.attention(self.mix(torch.cat((a, b), dim=1))) + a
+
+
+class Fuse4(nn.Module):
+    """Fuses four streams from the farthest (c4) to the nearest (a), then a channel-attention residual."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.mix_far = DepthwiseSeparableConv(2 * channels, channels)
+        self.mix_mid = DepthwiseSeparableConv(2 * channels, channels)
+        self.mix_near = DepthwiseSeparableConv(2 * channels, channels)
+        self.attention = ChannelAttention(channels)
+
+    def forward(self, a: Tensor, b: Tensor, c3: Tensor, c4: Tensor) -> Tensor:
+        f = self.mix_far(torch.cat((c3, c4), dim=1))
+        f = self.mix_mid(torch.cat((b, f), dim=1))
+        f = self.mix_near(torch.cat((a, f), dim=1))
+        return self.attention(f) + f
+
+
+class LightCAB(nn.Module):
+    """CAB built from depthwise-separable convs, merged back into its input with Fuse2."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            DepthwiseSeparableConv(channels, channels),
+            nn.PReLU(),
+            DepthwiseSeparableConv(channels, channels),
+            ChannelAttention(channels),
+        )
+        self.fuse = Fuse2(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fuse(self.body(x), x)
+
+
+class Resample(nn.Module):
+    """Bilinear resampling by `scale` followed by a 1×1 conv (the network's Down/Up)."""
+
+    def __init__(self, channels: int, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.proj = conv1x1(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(resize(x, self.scale))
+
+
+class GatedFeedForward(nn.Module):
+    """Gated FFN: 1×1 expand to 2h, depthwise 3×3, PReLU(x1)·x2, 1×1 back (h = int(C·expansion))."""
+
+    def __init__(self, channels: int, expansion: float = 2.66) -> None:
+        super().__init__()
+        hidden = int(channels * expansion)
+        self.expand = conv1x1(channels, 2 * hidden)
+        self.depthwise = nn.Conv2d(
+            2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden, bias=False
+        )
+        self.act = nn.PReLU()
+        self.project = conv1x1(hidden, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1, x2 = self.depthwise(self.expand(x)).chunk(2, dim=1)
+        return self.project(self.act(x1) * x2)
+
+
+def transposed_attention(
+    q: Tensor, k: Tensor, v: Tensor, heads: int, temperature: Tensor
+) -> Tensor:
+    """Channel ("transposed") attention; cost linear in H·W.
+
+    q, k, v: B×C×H×W. Per head, C/heads channels attend to each other through a
+    (C/heads)×(C/heads) matrix of cosine similarities over all pixels, scaled by a learnable
+    temperature (`temperature`: heads×1×1). Returns B×C×H×W.
+    """
+    b, c, h, w = q.shape
+    q, k, v = (t.reshape(b, heads, c // heads, h * w) for t in (q, k, v))
+    q = F.normalize(q, dim=-1)
+    k = F.normalize(k, dim=-1)
+    attn = torch.softmax((q @ k.transpose(-2, -1)) * temperature, dim=-1)
+    return (attn @ v).reshape(b, c, h, w)
+
+
+class TransposedSelfAttention(nn.Module):
+    """MDTA: 1×1 conv to q, k, v → depthwise 3×3 → channel attention per head → 1×1 conv."""
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.qkv = conv1x1(channels, 3 * channels)
+        self.qkv_depthwise = nn.Conv2d(
+            3 * channels, 3 * channels, 3, padding=1, groups=3 * channels, bias=False
+        )
+        self.project = conv1x1(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.qkv_depthwise(self.qkv(x)).chunk(3, dim=1)
+        return self.project(transposed_attention(q, k, v, self.heads, self.temperature))
+
+
+class TransformerBlock(nn.Module):
+    """Residual transformer block (RTB): x + MDTA(LN(x)), then x + GDFN(LN(x))."""
+
+    def __init__(self, channels: int, heads: int, ffn_expansion: float = 2.66) -> None:
+        super().__init__()
+        self.norm_attn = LayerNorm2d(channels)
+        self.attn = TransposedSelfAttention(channels, heads)
+        self.norm_ffn = LayerNorm2d(channels)
+        self.ffn = GatedFeedForward(channels, ffn_expansion)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attn(self.norm_attn(x))
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class CrossTransformerBlock(nn.Module):
+    """XTB: queries from one stream attend over keys/values of another (channel attention).
+
+    Each input has its own LayerNorm and depthwise 3×3 projection; the attended values are added
+    to `value_source`, followed by a gated FFN residual.
+    """
+
+    def __init__(self, channels: int, heads: int, ffn_expansion: float = 2.66) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        self.heads = heads
+        self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
+        self.norm_q, self.norm_k, self.norm_v = (LayerNorm2d(channels) for _ in range(3))
+        self.to_q, self.to_k, self.to_v = (
+            nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+            for _ in range(3)
+        )
+        self.project = conv1x1(channels, channels)
+        self.norm_ffn = LayerNorm2d(channels)
+        self.ffn = GatedFeedForward(channels, ffn_expansion)
+
+    def forward(self, query_source: Tensor, key_source: Tensor, value_source: Tensor) -> Tensor:
+        q = self.to_q(self.norm_q(query_source))
+        k = self.to_k(self.norm_k(key_source))
+        v = self.to_v(self.norm_v(value_source))
+        x = value_source + self.project(transposed_attention(q, k, v, self.heads, self.temperature))
+        return x + self.ffn(self.norm_ffn(x))
+
+
+class TransformerBranch(nn.Module):
+    """The global branch: `depth` transformer blocks → 3×3 conv, plus the input.
+
+    With `attention=False` (the "no self-attention" ablation) the blocks are CABs instead; a CAB
+    costs ~4/3 of a transformer block at width 48, so `round(0.75·depth)` of them keep the
+    branch's cost about the same.
+    """
+
+    def __init__(self, channels: int, depth: int, heads: int = 2, attention: bool = True) -> None:
+        super().__init__()
+        if attention:
+            blocks = [TransformerBlock(channels, heads) for _ in range(depth)]
+        else:
+            blocks = [CAB(channels) for _ in range(max(1, round(0.75 * depth)))]
+        self.body = nn.Sequential(*blocks, conv3x3(channels, channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + x
+
+
+class EncoderLevel(nn.Module):
+    """One encoder level of the convolution branch: Fuse2(x, LightCAB(x))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.cab = LightCAB(channels)
+        self.fuse = Fuse2(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fuse(x, self.cab(x))
+
+
+class DecoderLevel(nn.Module):
+    """One decoder level: g = Fuse4(a, b, c3, c4); Fuse2(g, CAB(g))."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gather = Fuse4(channels)
+        self.cab = CAB(channels)
+        self.fuse = Fuse2(channels)
+
+    def forward(self, a: Tensor, b: Tensor, c3: Tensor, c4: Tensor) -> Tensor:
+        g = self.gather(a, b, c3, c4)
+        return self.fuse(g, self.cab(g))
+
+
+class ConvBranch(nn.Module):
+    """The local branch: a three-level U-Net with dense cross-scale connections, width C throughout.
+
+    Input B×C×H×W with H, W divisible by 8; output same shape.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        c = channels
+        self.down_in, self.down_e1, self.down_e2 = (Resample(c, 0.5) for _ in range(3))
+        self.enc1, self.enc2, self.enc3 = (EncoderLevel(c) for _ in range(3))
+        # skip connections into the decoder, named by source level and direction
+        self.e2_down, self.e1_down4 = Resample(c, 0.5), Resample(c, 0.25)
+        self.d3_up, self.e1_down, self.e3_up = Resample(c, 2), Resample(c, 0.5), Resample(c, 2)
+        self.d2_up, self.e2_up, self.e3_up4 = Resample(c, 2), Resample(c, 2), Resample(c, 4)
+        self.up_out = Resample(c, 2)
+        self.dec3, self.dec2, self.dec1 = (DecoderLevel(c) for _ in range(3))
+
+    def forward(self, x: Tensor) -> Tensor:
+        e1 = self.enc1(self.down_in(x))
+        e2 = self.enc2(self.down_e1(e1))
+        e3 = self.enc3(self.down_e2(e2))
+        d3 = self.dec3(e3, e3, self.e2_down(e2), self.e1_down4(e1))
+        d2 = self.dec2(self.d3_up(d3), e2, self.e1_down(e1), self.e3_up(e3))
+        d1 = self.dec1(self.d2_up(d2), e1, self.e2_up(e2), self.e3_up4(e3))
+        return self.up_out(d1)
+
+
+class AssociationStage(nn.Module):
+    """Self-attention and convolution associated: Fuse2(TransformerBranch(x), ConvBranch(x)).
+
+    `conv_branch=False` drops the convolution branch (the transformer branch alone, an ablation).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        depth: int,
+        heads: int = 2,
+        attention: bool = True,
+        conv_branch: bool = True,
+    ) -> None:
+        super().__init__()
+        self.transformer = TransformerBranch(channels, depth, heads, attention)
+        self.conv = ConvBranch(channels) if conv_branch else None
+        self.fuse = Fuse2(channels) if conv_branch else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        t = self.transformer(x)
+        if self.conv is None:
+            return t
+        return self.fuse(t, self.conv(x))

@@ -1,0 +1,39 @@
+"""Measurement helpers behind derain-profile."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from derain.profiling import ActivationMemory, count_macs, count_parameters, dense_conv_throughput
+
+
+def test_activation_memory_tracks_the_peak_of_live_tensors():
+    with ActivationMemory() as memory:
+        a = torch.empty(1000, dtype=torch.float32)  # 4000 bytes
+        b = torch.empty(500, dtype=torch.float32)  # 2000 bytes, both alive: 6000
+        del a
+        c = torch.empty(250, dtype=torch.float32)  # 2000 + 1000 alive
+        del b, c
+    assert memory.peak_bytes == 6000
+    assert memory.current_bytes == 0
+
+
+def test_views_share_storage_and_are_counted_once():
+    with ActivationMemory() as memory:
+        a = torch.zeros(100, 10)
+        views = [a[i] for i in range(10)] + [a.t(), a.view(-1)]
+        del views, a
+    assert memory.peak_bytes == 4000
+
+
+def test_macs_and_parameters_of_a_single_convolution():
+    conv = nn.Conv2d(8, 16, 3, padding=1, bias=False)
+    assert count_parameters(conv) == 8 * 16 * 9
+    assert count_macs(conv, torch.rand(1, 8, 10, 12)) == 8 * 16 * 9 * 10 * 12
+
+
+def test_dense_conv_throughput_reports_a_layout_and_a_positive_rate():
+    rate = dense_conv_throughput(runs=1)
+    assert rate.layout in {"contiguous", "channels_last"}
+    assert rate.gmacs_per_s > 0.1
