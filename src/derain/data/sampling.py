@@ -1,0 +1,123 @@
+"""Training batches whose patch and batch size follow a schedule (Restormer's progressive
+learning: small patches in large batches first, larger patches in smaller batches later).
+
+The batch sampler hands the dataset `TrainKey`s, so every item knows its patch size and the
+epoch (for a fresh rain draw / crop each epoch) while staying a pure function of the key.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from torch.utils.data import BatchSampler, Sampler
+
+
+class TrainKey(NamedTuple):
+    """What a training dataset needs to build one item."""
+
+    index: int
+    epoch: int
+    patch_size: int
+
+
+@dataclass(frozen=True)
+class PatchSchedule:
+    """Patch and batch size by training iteration.
+
+    Stage i (patch_sizes[i], batch_sizes[i]) starts at iteration milestones[i - 1]; stage 0 at 0.
+    Restormer's recipe, for instance, is patch_sizes (128, 160, 192, 256, 320, 384), batch_sizes
+    (64, 40, 32, 16, 8, 8), milestones (92000, 156000, 204000, 240000, 276000).
+    """
+
+    patch_sizes: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    milestones: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        stages = len(self.patch_sizes)
+        if stages == 0 or len(self.batch_sizes) != stages or len(self.milestones) != stages - 1:
+            raise ValueError(
+                "a patch schedule needs as many patch_sizes as batch_sizes and one milestone fewer"
+                f", got patch_sizes={list(self.patch_sizes)}, batch_sizes={list(self.batch_sizes)}"
+                f", milestones={list(self.milestones)}"
+            )
+        if (
+            list(self.milestones) != sorted(set(self.milestones))
+            or min(self.milestones, default=1) <= 0
+        ):
+            raise ValueError(
+                f"milestones must increase and be positive, got {list(self.milestones)}"
+            )
+        if min(self.patch_sizes) < 1 or min(self.batch_sizes) < 1:
+            raise ValueError("patch and batch sizes must be positive")
+
+    @classmethod
+    def constant(cls, patch_size: int, batch_size: int) -> PatchSchedule:
+        """One stage: the same patch and batch size throughout."""
+        return cls(patch_sizes=(patch_size,), batch_sizes=(batch_size,))
+
+    def stage_at(self, iteration: int) -> tuple[int, int]:
+        """(patch_size, batch_size) in force at `iteration` (0-based)."""
+        stage = bisect.bisect_right(self.milestones, iteration)
+        return self.patch_sizes[stage], self.batch_sizes[stage]
+
+
+class ProgressiveBatchSampler(BatchSampler):
+    """Groups the indices of `sampler` into batches of `TrainKey`s sized by a `PatchSchedule`.
+
+    Iterations count the batches drawn (= optimizer steps without gradient accumulation); call
+    `set_iteration` when resuming. Each pass over the sampler is one epoch.
+
+    Args:
+        sampler: yields dataset indices (e.g. a RandomSampler, or Lightning's DistributedSampler
+            that replaces it).
+        schedule: patch and batch size by iteration.
+        drop_last: drop the last, smaller batch of each epoch (keeps batch norm statistics sane).
+    """
+
+    def __init__(
+        self, sampler: Sampler[int], schedule: PatchSchedule, drop_last: bool = True
+    ) -> None:
+        # BatchSampler.__init__ is not called: its fixed batch_size is a property here
+        self.sampler = sampler
+        self.schedule = schedule
+        self.drop_last = drop_last
+        self.iteration = 0
+        self.epoch = 0
+
+    @property
+    def batch_size(self) -> int:
+        """The batch size in force at the current iteration."""
+        return self.schedule.stage_at(self.iteration)[1]
+
+    @property
+    def patch_size(self) -> int:
+        """The patch size in force at the current iteration."""
+        return self.schedule.stage_at(self.iteration)[0]
+
+    def set_iteration(self, iteration: int) -> None:
+        """Continue the schedule from `iteration` (e.g. the trainer's step after a resume)."""
+        self.iteration = iteration
+
+    def __iter__(self) -> Iterator[list[TrainKey]]:
+        epoch = self.epoch
+        self.epoch += 1
+        batch: list[TrainKey] = []
+        for index in self.sampler:
+            patch_size, batch_size = self.schedule.stage_at(self.iteration)
+            batch.append(TrainKey(int(index), epoch, patch_size))
+            if len(batch) == batch_size:
+                self.iteration += 1
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            self.iteration += 1
+            yield batch
+
+    def __len__(self) -> int:
+        """Batches in one epoch at the current batch size (the count can change mid-epoch)."""
+        count, size = len(self.sampler), self.batch_size  # type: ignore[arg-type]
+        return count // size if self.drop_last else -(-count // size)
