@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 #   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-PYTEST_ARGS ?=
+# two test processes, one torch thread each (tests/conftest.py), on the 2-core machines
+PYTEST_ARGS ?= -n 2
 
 .PHONY: install test test-all lint format profile train bench bench-data clean help
 
@@ -35,6 +36,9 @@ lint: $(STAMP)  ## ruff check + format check
 format: $(STAMP)  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests
 	$(VENV)/bin/ruff format src tests
+
+bench-data: $(STAMP)  ## data loader and synthetic-rain speed next to the training step rate
+	$(PY) benchmarks/bench_data.py
 
 profile: $(STAMP)  ## parameters, GMACs, CPU latency and efficiency of the presets
 	$(VENV)/bin/derain-profile

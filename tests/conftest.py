@@ -1,32 +1,21 @@
-"""Shared helpers for the test suite."""
+"""Fixtures shared by the test suite."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
-from hydra import compose, initialize_config_dir
+# one thread per test process: the suite runs in parallel (pytest -n 2) on 2 cores, and
+# oversubscribed OpenMP threads slow small tensor ops by orders of magnitude
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from derain.paths import config_dir
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
 
-BIN = Path(sys.executable).parent
+from derain.paths import config_dir  # noqa: E402
+from helpers import TINY, run_cli, run_dirs  # noqa: E402
 
-
-def run_cli(name: str, *args: str, cwd: Path | None = None, check: bool = True, env=None):
-    """Runs a console script of this environment; returns the CompletedProcess."""
-    full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
-    proc = subprocess.run(
-        [str(BIN / name), *args], cwd=cwd, capture_output=True, text=True, env=full_env
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{name} {' '.join(args)} exited {proc.returncode}\n"
-            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
-        )
-    return proc
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture
@@ -38,3 +27,12 @@ def compose_config():
             return compose(config_name=config_name, overrides=overrides or [])
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One tiny training run shared by tests: (working folder, run folder, stdout)."""
+    cwd = tmp_path_factory.mktemp("trained")
+    proc = run_cli("derain-train", *TINY, cwd=cwd)
+    (run,) = run_dirs(cwd)
+    return cwd, run, proc.stdout

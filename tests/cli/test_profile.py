@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
+from helpers import run_cli
 
 
 def test_profile_prints_a_table_and_writes_json_with_documented_fields(tmp_path):

@@ -1,0 +1,72 @@
+"""Callbacks for what Lightning's own do not record."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+
+
+class ThroughputRecorder(Callback):
+    """Training throughput of a run, written to `throughput.json` in the run folder.
+
+    Counts samples over all processes (per-device batch × world size) and times each training
+    epoch from its first batch to its last one (validation excluded), so hardware sweeps
+    (devices, precision, batch size) yield a scaling table. Also logs `train/samples_per_s`.
+    """
+
+    def __init__(self, filename: str = "throughput.json") -> None:
+        self.filename = filename
+        self.epoch_seconds: list[float] = []
+        self.epoch_samples: list[int] = []
+        # a run resumed mid-epoch starts without on_train_epoch_start
+        self._start: float | None = None
+        self._end = 0.0
+        self._samples = 0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = None
+        self._samples = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._start is None:
+            self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._samples += len(batch["rainy"]) * trainer.world_size
+        self._end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._start is None or self._samples == 0:
+            return
+        seconds = self._end - self._start
+        self.epoch_seconds.append(seconds)
+        self.epoch_samples.append(self._samples)
+        pl_module.log(
+            "train/samples_per_s", self._samples / max(seconds, 1e-9), rank_zero_only=True
+        )
+
+    def summary(self, trainer: pl.Trainer) -> dict:
+        # the first epoch carries start-up costs (worker spawn, allocator warm-up)
+        steady = slice(1, None) if len(self.epoch_seconds) > 1 else slice(None)
+        seconds, samples = self.epoch_seconds[steady], self.epoch_samples[steady]
+        return {
+            "world_size": trainer.world_size,
+            "num_nodes": trainer.num_nodes,
+            "devices_per_node": trainer.num_devices,
+            "accelerator": type(trainer.accelerator).__name__,
+            "precision": str(trainer.precision),
+            "epochs_timed": len(seconds),
+            "samples_per_s": sum(samples) / sum(seconds) if seconds else None,
+            "s_per_epoch": statistics.mean(seconds) if seconds else None,
+            "global_steps": trainer.global_step,
+        }
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and self.epoch_seconds:
+            path = Path(trainer.default_root_dir) / self.filename
+            path.write_text(json.dumps(self.summary(trainer), indent=2))

@@ -1,0 +1,163 @@
+"""The train and eval tasks behind `derain-train` and `derain-eval` (config in, results out)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+
+from derain.evaluation import markdown_table, write_results
+from derain.module import DerainModule
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    """Callbacks of the `callbacks` group; entries set to null are dropped."""
+    return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
+    """`last` → this run's checkpoints/last.ckpt if present, else the newest last.ckpt of any
+    earlier run of the same task; other values must name an existing file."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        here = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if here.is_file():
+            return str(here)
+        runs = Path(cfg.paths.log_dir) / cfg.task_name
+        candidates = sorted(runs.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise FileNotFoundError(
+                f"ckpt_path=last: no checkpoints/last.ckpt under {runs}; train first or pass "
+                "ckpt_path=/path/to/file.ckpt"
+            )
+        return str(candidates[-1])
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    return ckpt_path
+
+
+def _saved_step(path: Path) -> int | None:
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True).get("global_step")
+
+
+def build_module(cfg: DictConfig) -> DerainModule:
+    scheduler = cfg.get("scheduler") or None
+    if scheduler is not None and "scheduler" not in scheduler:
+        scheduler = None  # scheduler=none: constant learning rate
+    return DerainModule(
+        model=cfg.model,
+        loss=cfg.get("loss"),
+        optimizer=cfg.get("optimizer"),
+        scheduler=scheduler,
+        **cfg.get("module", {}),
+    )
+
+
+def _run_test(
+    trainer: pl.Trainer, module: DerainModule, datamodule, out_dir: Path, metadata: dict[str, Any]
+) -> dict[str, Path]:
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    paths = {}
+    if trainer.is_global_zero:
+        paths = write_results(
+            out_dir, module.test_results, module.test_per_image, metadata, module.test_panel()
+        )
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                rows = module.test_per_image
+                columns = ["set", "name", "input_psnr", "psnr", "ssim"]
+                logger.log_table(
+                    "test/per_image", columns=columns, data=[[r[c] for c in columns] for r in rows]
+                )
+                if "panel" in paths:
+                    logger.log_image("test/panel", images=[str(paths["panel"])])
+        print(markdown_table(module.test_results, metadata.get("title")))
+    return paths
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fits (and by default tests) the configured model; returns metrics and output paths."""
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # a stop between epochs (max_steps, max_time) would leave last.ckpt behind the weights
+        # that are tested below; write it so both refer to the same network
+        if trainer.global_step > 0 and _saved_step(last) != trainer.global_step:
+            trainer.save_checkpoint(last)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+    result: dict[str, Any] = {"metrics": metrics, "output_dir": str(out_dir)}
+    if cfg.get("test", True):
+        if trainer.world_size > 1:
+            # a distributed sampler pads the test set with repeats; score on one process instead
+            log.warning(
+                "skipping the in-run test under %d processes: run derain-eval ckpt_path=%s",
+                trainer.world_size,
+                out_dir / "checkpoints" / "last.ckpt",
+            )
+        else:
+            checkpoint = str(last) if last.is_file() else ckpt_path
+            metadata = {
+                "title": f"{cfg.task_name}: {cfg.run_name}",
+                "ckpt_path": checkpoint,
+                "metric_channel": module.hparams.metric_channel,
+                "model": OmegaConf.to_container(cfg.model, resolve=True),
+            }
+            result["paths"] = {
+                k: str(v)
+                for k, v in _run_test(trainer, module, datamodule, out_dir, metadata).items()
+            }
+            result["test"] = module.test_results
+    return result
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Scores a checkpoint on every test set of the data config; writes the result tables."""
+    pl.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg)
+    module = DerainModule.from_checkpoint(ckpt_path)
+    module.hparams.metric_channel = cfg.metric_channel
+    module.hparams.panel_images = cfg.panel_images
+    if cfg.save_images:
+        module.save_images_dir = out_dir / "images"
+    datamodule = instantiate(cfg.data)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    metadata = {
+        "title": f"{cfg.task_name}: {Path(ckpt_path).name}",
+        "ckpt_path": str(ckpt_path),
+        "metric_channel": cfg.metric_channel,
+        "model": torch.load(ckpt_path, map_location="cpu", weights_only=True)["hyper_parameters"][
+            "model"
+        ],
+    }
+    paths = _run_test(trainer, module, datamodule, out_dir, metadata)
+    return {"test": module.test_results, "paths": {k: str(v) for k, v in paths.items()}}

@@ -1,0 +1,45 @@
+"""Helpers shared by the tests (importable as `helpers`; tests/ is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+# the real configs with the smallest sizes that still exercise every part of training
+TINY = [
+    "model=elf_tiny",
+    "model.width=8",
+    "data.limit=2",
+    "data.patch_size=32",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "+data.val.synthetic_light.max_side=48",
+    "+data.val.synthetic_heavy.max_side=48",
+    "+data.test.synthetic_light.max_side=48",
+    "+data.test.synthetic_heavy.max_side=48",
+    "callbacks.progress_bar=null",
+    "trainer.max_steps=3",
+]
+
+
+def run_cli(name: str, *args: str, cwd: Path | None = None, check: bool = True, env=None):
+    """Runs a console script of this environment; returns the CompletedProcess."""
+    full_env = {**os.environ, "HYDRA_FULL_ERROR": "1", **(env or {})}
+    proc = subprocess.run(
+        [str(BIN / name), *args], cwd=cwd, capture_output=True, text=True, env=full_env
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"{name} {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def run_dirs(root: Path, task: str = "train") -> list[Path]:
+    """Run folders of `task` under root/logs, oldest first."""
+    return sorted((root / "logs" / task / "runs").iterdir())
