@@ -54,6 +54,12 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _synced_count(metric) -> int:
+    """Images a per-image metric has seen, over all processes."""
+    with metric.sync_context():
+        return int(metric.count)
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss."""
 
@@ -196,15 +202,17 @@ class DerainModule(pl.LightningModule):
             )
 
     def on_validation_epoch_end(self) -> None:
-        psnrs = []
+        psnrs, images = [], 0
         for name, metrics in zip(self.val_set_names, self.val_metrics, strict=True):
-            values = metrics.compute()
+            values = metrics.compute()  # gathers the sums and counts of every process
+            images += _synced_count(metrics["psnr"])
             metrics.reset()
             self.log(f"val/{name}/psnr", values["psnr"].float())
             self.log(f"val/{name}/ssim", values["ssim"].float())
             psnrs.append(values["psnr"].float())
         # the unweighted mean over sets is what checkpoints are selected on
         self.log("val/psnr", torch.stack(psnrs).mean(), prog_bar=True)
+        self.log("val/images", float(images))
         if self._panel_rows and not self.trainer.sanity_checking:
             self._log_panel(make_panel(self._panel_rows))
         self._panel_rows = []
@@ -263,7 +271,7 @@ class DerainModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         for name, metrics in zip(self.test_set_names, self.test_metrics, strict=True):
             values = {k: float(v) for k, v in metrics.compute().items()}
-            count = int(metrics["psnr"].count)
+            count = _synced_count(metrics["psnr"])
             metrics.reset()
             self.test_results[name] = {**values, "images": count}
             for key, value in values.items():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -93,12 +94,29 @@ def _run_test(
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fits (and by default tests) the configured model; returns metrics and output paths."""
+    try:
+        return _train(cfg)
+    finally:
+        _finish_wandb()
+
+
+def _finish_wandb() -> None:
+    # each job of a `-m` sweep runs in this process: without finish() the next job's
+    # WandbLogger would attach to the previous job's run
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    if not loggers:  # nothing to record learning rates to (Lightning refuses the monitor then)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -115,26 +133,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     result: dict[str, Any] = {"metrics": metrics, "output_dir": str(out_dir)}
     if cfg.get("test", True):
+        tester = trainer
         if trainer.world_size > 1:
-            # a distributed sampler pads the test set with repeats; score on one process instead
-            log.warning(
-                "skipping the in-run test under %d processes: run derain-eval ckpt_path=%s",
-                trainer.world_size,
-                out_dir / "checkpoints" / "last.ckpt",
+            # a distributed sampler pads the test set with repeats, which would bias the
+            # per-image means: score on the first process alone, on one device
+            trainer.strategy.barrier()
+            # leave the process group so that metrics computed below do not wait for the
+            # other processes, which stop here
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+            if not trainer.is_global_zero:
+                return result
+            tester = instantiate(
+                cfg.trainer,
+                devices=1,
+                num_nodes=1,
+                strategy="auto",
+                callbacks=[],
+                logger=loggers or False,
             )
-        else:
-            checkpoint = str(last) if last.is_file() else ckpt_path
-            metadata = {
-                "title": f"{cfg.task_name}: {cfg.run_name}",
-                "ckpt_path": checkpoint,
-                "metric_channel": module.hparams.metric_channel,
-                "model": OmegaConf.to_container(cfg.model, resolve=True),
-            }
-            result["paths"] = {
-                k: str(v)
-                for k, v in _run_test(trainer, module, datamodule, out_dir, metadata).items()
-            }
-            result["test"] = module.test_results
+        metadata = {
+            "title": f"{cfg.task_name}: {cfg.run_name}",
+            "ckpt_path": str(last) if last.is_file() else ckpt_path,
+            "metric_channel": module.hparams.metric_channel,
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+        }
+        paths = _run_test(tester, module, datamodule, out_dir, metadata)
+        result["paths"] = {k: str(v) for k, v in paths.items()}
+        result["test"] = module.test_results
     return result
 
 

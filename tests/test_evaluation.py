@@ -1,0 +1,34 @@
+"""Result tables: the unweighted mean over sets, and what the Markdown shows."""
+
+from __future__ import annotations
+
+import json
+
+from derain.evaluation import markdown_table, with_mean, write_results
+
+
+def _results():
+    return {
+        "a": {"input_psnr": 20.0, "input_ssim": 0.5, "psnr": 30.0, "ssim": 0.9, "images": 100},
+        "b": {"input_psnr": 10.0, "input_ssim": 0.3, "psnr": 20.0, "ssim": 0.7, "images": 1},
+    }
+
+
+def test_mean_over_sets_is_unweighted_by_image_count():
+    mean = with_mean(_results())["mean"]
+    assert mean["psnr"] == 25.0 and mean["input_psnr"] == 15.0
+    assert mean["images"] == 101
+
+
+def test_markdown_table_shows_each_set_the_mean_and_the_gain():
+    table = markdown_table(_results(), "run")
+    assert "| a | 100 | 20.00 | 0.5000 | 30.00 | 0.9000 | +10.00 |" in table
+    assert "**mean over sets**" in table and "+10.00" in table
+
+
+def test_write_results_writes_markdown_json_and_csv(tmp_path):
+    per_image = [{"set": "a", "name": "x", "input_psnr": 20.0, "psnr": 30.0, "ssim": 0.9}]
+    paths = write_results(tmp_path, _results(), per_image, {"ckpt_path": "m.ckpt"})
+    assert "m.ckpt" in paths["markdown"].read_text()
+    assert json.loads(paths["json"].read_text())["sets"]["mean"]["psnr"] == 25.0
+    assert paths["csv"].read_text().splitlines()[1] == "a,x,20.0,30.0,0.9"
