@@ -40,6 +40,9 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 bench-data: $(STAMP)  ## data loader and synthetic-rain speed next to the training step rate
 	$(PY) benchmarks/bench_data.py
 
+train: $(STAMP)  ## the main job: train the CPU demo on built-in synthetic rain, test, write results
+	$(VENV)/bin/derain-train experiment=demo $(ARGS)
+
 profile: $(STAMP)  ## parameters, GMACs, CPU latency and efficiency of the presets
 	$(VENV)/bin/derain-profile
 

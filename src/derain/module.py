@@ -16,13 +16,13 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from PIL import Image
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from derain.data.io import write_image
 from derain.losses import ELFLoss
 from derain.metrics import PSNR, SSIM, psnr, ssim
-from derain.visualize import make_panel, save_panel, to_hwc_uint8
+from derain.visualize import make_panel, save_panel
 
 
 def _plain(value: Any) -> Any:
@@ -266,7 +266,7 @@ class DerainModule(pl.LightningModule):
             folder = self.save_images_dir / set_name
             folder.mkdir(parents=True, exist_ok=True)
             for i, img in enumerate(restored):
-                Image.fromarray(to_hwc_uint8(img)).save(folder / f"{Path(names[i]).stem}.png")
+                write_image(folder / f"{Path(names[i]).stem}.png", img.permute(1, 2, 0).cpu().numpy())
 
     def on_test_epoch_end(self) -> None:
         for name, metrics in zip(self.test_set_names, self.test_metrics, strict=True):

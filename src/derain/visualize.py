@@ -14,8 +14,9 @@ PANEL_COLUMNS = ("rainy", "restored", "clean", "rain")
 
 
 def to_hwc_uint8(img: Tensor) -> np.ndarray:
-    """3×H×W float in [0,1] → H×W×3 uint8 (rounded, clipped)."""
-    return (img.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    """3×H×W float in [0,1] → H×W×3 uint8 (clipped; halves round up, as derain.data.io does)."""
+    scaled = img.detach().float().clamp(0, 1) * 255 + 0.5
+    return scaled.floor().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def make_panel(
