@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # two test processes, one torch thread each (tests/conftest.py), on the 2-core machines
 PYTEST_ARGS ?= -n 2
 
-.PHONY: install test test-all lint format profile train bench bench-data clean help
+.PHONY: install test test-all lint format profile train bench bench-data notebooks ablation clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,14 @@ bench-data: $(STAMP)  ## data loader and synthetic-rain speed next to the traini
 
 train: $(STAMP)  ## the main job: train the CPU demo on built-in synthetic rain, test, write results
 	$(VENV)/bin/derain-train experiment=demo $(ARGS)
+
+notebooks: $(STAMP)  ## run the notebooks at smoke scale into logs/notebooks/
+	mkdir -p logs/notebooks
+	for nb in notebooks/*.ipynb; do $(VENV)/bin/papermill $$nb logs/notebooks/$$(basename $$nb) -k python3; done
+
+ablation: $(STAMP)  ## the full-scale ablation study (~35 min on 2 CPU cores)
+	mkdir -p logs/notebooks
+	DERAIN_SCALE=full $(VENV)/bin/papermill notebooks/01_ablation.ipynb logs/notebooks/01_ablation_full.ipynb -k python3
 
 profile: $(STAMP)  ## parameters, GMACs, CPU latency and efficiency of the presets
 	$(VENV)/bin/derain-profile
