@@ -1,0 +1,35 @@
+"""Inference on real photos: checkpoint loading, tiling, self-ensemble and export.
+
+Depends on the network only (no Lightning, no data modules):
+
+    restorer = derain.load("model.ckpt", max_memory="2GB")
+    clean = restorer(rainy)            # NumPy / PIL / torch in, the same kind out
+"""
+
+from derain.inference.checkpoint import (
+    CheckpointError,
+    elf_arguments,
+    load_model,
+    save_safetensors,
+)
+from derain.inference.ensemble import self_ensemble
+from derain.inference.export import export, export_onnx, export_torchscript
+from derain.inference.restorer import Restorer, TilePlan, load, resolve_device
+from derain.inference.tiling import parse_memory_size, tiled_apply
+
+__all__ = [
+    "CheckpointError",
+    "Restorer",
+    "TilePlan",
+    "elf_arguments",
+    "export",
+    "export_onnx",
+    "export_torchscript",
+    "load",
+    "load_model",
+    "parse_memory_size",
+    "resolve_device",
+    "save_safetensors",
+    "self_ensemble",
+    "tiled_apply",
+]

@@ -1,0 +1,222 @@
+"""ELF weights for inference, from training checkpoints and safetensors files — without running code.
+
+A checkpoint must never choose which code runs: a Lightning `.ckpt` is read with
+`torch.load(weights_only=True)` (tensors and plain containers only), and the network is always
+built as `ELF(**arguments)` from the stored config after checking that its `_target_` names ELF;
+the config is never handed to `hydra.utils.instantiate`.
+
+Layouts read:
+  `.ckpt` (Lightning): `state_dict` holds the network under `model.` (other prefixes, e.g. `loss.`,
+      are ignored) and `hyper_parameters["model"]` is `{"_target_": "derain.models.ELF", ...}`.
+  `.safetensors`: the network's own state-dict keys, and the same config as JSON under the
+      metadata key `model` (written by `save_safetensors`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from derain.models import ELF
+from derain.models.blocks import TransformerBlock
+
+ELF_TARGETS = frozenset({"derain.models.ELF", "derain.models.elf.ELF"})
+"""The only `_target_` values a checkpoint's model config may name."""
+
+STATE_DICT_PREFIX = "model."
+"""Where the LightningModule keeps the network in its state dict."""
+
+_ELF_PARAMETERS = frozenset(inspect.signature(ELF).parameters)
+
+
+class CheckpointError(ValueError):
+    """A file that cannot, or must not, be turned into an ELF network; the message names it."""
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ELF:
+    """The ELF network stored in a Lightning `.ckpt` or a `.safetensors` file, in eval mode.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        CheckpointError: the file holds pickled objects other than tensors and plain containers,
+            names a `_target_` other than ELF, lacks the config or the weights, or its weights do
+            not fit the network its config describes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist: give ckpt_path= a Lightning .ckpt or a .safetensors file"
+        )
+    if path.suffix == ".safetensors":
+        config, state_dict = _read_safetensors(path)
+    else:
+        config, state_dict = _read_lightning_checkpoint(path)
+    arguments = _elf_arguments_from_config(config, path)
+    try:
+        model = ELF(**arguments)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: the model config does not build an ELF: {err}") from None
+    if not state_dict:
+        raise CheckpointError(
+            f"{path} holds no network weights (state-dict keys under {STATE_DICT_PREFIX!r} in a "
+            ".ckpt, the network's own keys in a .safetensors file)"
+        )
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"{path}: the weights do not fit the network its model config describes: {err}"
+        ) from None
+    return model.to(device).eval()
+
+
+def save_safetensors(model: ELF, path: str | os.PathLike) -> Path:
+    """Writes `model`'s weights and config to a `.safetensors` file that `load_model` reads.
+
+    Unlike a pickle-based checkpoint, the file can hold nothing but tensors and a JSON string.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"cannot write {path}: the file name must end in .safetensors")
+    config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
+    state_dict = {
+        key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state_dict, str(path), metadata={"model": json.dumps(config)})
+    return path
+
+
+def elf_arguments(model: ELF) -> dict[str, Any]:
+    """Constructor arguments that rebuild a network of `model`'s structure: `ELF(**arguments)`.
+
+    Read from the modules themselves, so any ELF (preset or ablation) can be saved. Arguments
+    the structure does not depend on (`heads` without attention, `mam_heads` without cross
+    attention) keep their defaults; without attention, `depth` is the smallest depth giving the
+    same number of CAB blocks. Raises ValueError when the rebuilt network's tensors differ.
+    """
+    defaults = {
+        name: parameter.default for name, parameter in inspect.signature(ELF).parameters.items()
+    }
+    recovery = model.recovery_net
+    blocks = list(recovery.stage.transformer.body)[:-1]  # the branch ends with a 3×3 conv
+    attention = isinstance(blocks[0], TransformerBlock)
+    cross = recovery.mam.cross if recovery.mam is not None else None
+    arguments = {
+        "width": recovery.embed_image.out_channels,
+        "depth": len(blocks) if attention else _depth_for_cab_blocks(len(blocks)),
+        "heads": blocks[0].attn.heads if attention else defaults["heads"],
+        "mam_heads": cross.heads if cross is not None else defaults["mam_heads"],
+        "attention": attention,
+        "conv_branch": recovery.stage.conv is not None,
+        "cross_attention": recovery.mam is None or cross is not None,
+        "rain_prior": model.rain_net is not None,
+        "head": model.head,
+        "multiple": model.multiple,
+    }
+    rebuilt = {k: tuple(v.shape) for k, v in ELF(**arguments).state_dict().items()}
+    if rebuilt != {k: tuple(v.shape) for k, v in model.state_dict().items()}:
+        raise ValueError(
+            f"this network is not ELF(**arguments) for any arguments (closest: {arguments}); "
+            "save it with torch.save(model.state_dict(), ...) and rebuild it in code instead"
+        )
+    return arguments
+
+
+def _depth_for_cab_blocks(blocks: int) -> int:
+    """Inverse of TransformerBranch's `max(1, round(0.75 * depth))` CABs without attention."""
+    return next(
+        depth for depth in range(1, 4 * blocks + 2) if max(1, round(0.75 * depth)) == blocks
+    )
+
+
+def _read_lightning_checkpoint(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # the weights-only unpickler names the first class or function the file would import
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        if found is None:
+            raise CheckpointError(
+                f"{path} is not a PyTorch checkpoint (the unpickler stopped at an unknown "
+                "instruction); give ckpt_path= a Lightning .ckpt or a .safetensors file"
+            ) from None
+        raise CheckpointError(
+            f"refusing to load {path}: it holds a pickled {found.group(1)} besides tensors and "
+            "plain containers, and unpickling it could run code. Save the checkpoint with plain "
+            "dicts (hyper_parameters['model'] a dict, not a DictConfig) or convert a trusted one "
+            "with derain.inference.save_safetensors"
+        ) from None
+    except Exception as err:  # torch.load signals a non-checkpoint by many exception types
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint ({type(err).__name__}: {err}); give ckpt_path= "
+            "a Lightning .ckpt or a .safetensors file"
+        ) from None
+    if not isinstance(checkpoint, Mapping) or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{path} has no 'state_dict': expected a Lightning checkpoint written by derain-train"
+        )
+    hyper_parameters = checkpoint.get("hyper_parameters")
+    if not isinstance(hyper_parameters, Mapping) or "model" not in hyper_parameters:
+        raise CheckpointError(
+            f"{path} has no hyper_parameters['model'] (the network's config), so the network "
+            "cannot be rebuilt: expected a checkpoint written by derain-train"
+        )
+    state_dict = {
+        key[len(STATE_DICT_PREFIX) :]: value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith(STATE_DICT_PREFIX)
+    }
+    return hyper_parameters["model"], state_dict
+
+
+def _read_safetensors(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state_dict = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
+    if "model" not in metadata:
+        raise CheckpointError(
+            f"{path} has no 'model' entry in its metadata (the network's config as JSON); "
+            "write the file with derain.inference.save_safetensors"
+        )
+    try:
+        return json.loads(metadata["model"]), state_dict
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: metadata 'model' is not valid JSON: {err}") from None
+
+
+def _elf_arguments_from_config(config: Any, path: Path) -> dict[str, Any]:
+    """ELF's keyword arguments from a `{"_target_": ..., **arguments}` config, after checking it."""
+    if not isinstance(config, Mapping):
+        raise CheckpointError(
+            f"{path}: the model config is a {type(config).__name__}, expected a mapping with "
+            "_target_ and ELF's arguments"
+        )
+    target = config.get("_target_")
+    if target not in ELF_TARGETS:
+        raise CheckpointError(
+            f"{path}: the model config names _target_={target!r}, but only "
+            f"{' or '.join(sorted(ELF_TARGETS))} is built for inference (a checkpoint never "
+            "chooses which code runs)"
+        )
+    arguments = {key: value for key, value in config.items() if key != "_target_"}
+    unknown = sorted(set(arguments) - _ELF_PARAMETERS)
+    if unknown:
+        raise CheckpointError(
+            f"{path}: the model config has {unknown}, which are not arguments of ELF "
+            f"(expected some of {sorted(_ELF_PARAMETERS)})"
+        )
+    return arguments

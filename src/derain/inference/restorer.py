@@ -1,0 +1,375 @@
+"""`Restorer`: derains images of any size, from NumPy, PIL or torch, within a memory budget.
+
+    restorer = derain.load("model.ckpt")          # CUDA when present, else CPU
+    clean = restorer(rainy)                       # same kind (and dtype / device) as `rainy`
+    clean, rain = restorer.separate(rainy)        # and the rain layer
+
+An image whose forward pass would exceed `max_memory` is processed as overlapping tiles
+(`derain.inference.tiling`), the largest that fit; `tile=` forces a tile size instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from derain.inference.checkpoint import load_model
+from derain.inference.ensemble import self_ensemble as mean_over_dihedral
+from derain.inference.tiling import axis_tiles, parse_memory_size, round_up, tiled_apply
+from derain.models import ELF
+from derain.profiling import peak_activation_bytes
+
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+"""`precision=` values and the autocast dtype each runs under (None: plain float32)."""
+
+DEFAULT_CPU_MEMORY = "2GB"
+GPU_MEMORY_FRACTION = 0.8
+"""Without `max_memory`, the budget on a GPU is this share of its free memory at load time."""
+
+IMAGE_BUFFER_BYTES_PER_PIXEL = 40
+"""Full-resolution float32 buffers that live through a whole image, whatever the tiling: the input
+(12 bytes per pixel), the blended output (12), the blend weights (4) and the converted result (12)."""
+
+# ELF attends over channels, not pixels, so its activation memory is a per-pixel cost plus a
+# small fixed one (weight copies in other memory layouts). Measured on a 128² input, the fixed
+# part inflates the per-pixel figure a little (12% for `elf`), which errs on the safe side for
+# every larger image.
+_MEASURED_SIDE = 128
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How one image (batch × H × W) is processed.
+
+    tile: the tile-side limit handed to `tiled_apply`; None when the whole image goes through
+        in one pass.
+    tile_shape: (height, width) of each tile, ≤ tile, multiples of 16 unless a side of the image
+        is shorter (the image's own size for one pass).
+    rows, cols: tiles along the height and the width (1 × 1 for one pass).
+    estimated_bytes: working memory of the plan: activations of one pass plus the image's
+        full-resolution buffers (model weights and the framework itself not counted).
+    budget_bytes: the `max_memory` it was planned against.
+    """
+
+    height: int
+    width: int
+    batch: int
+    tile: int | None
+    tile_shape: tuple[int, int]
+    rows: int
+    cols: int
+    estimated_bytes: int
+    budget_bytes: int
+
+    @property
+    def tiles(self) -> int:
+        return self.rows * self.cols
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """The device `device` names; for "auto", CUDA when a GPU is available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes an image may use when `max_memory` is not given: 2 GB on CPU, 80% of the free
+    memory of a GPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(GPU_MEMORY_FRACTION * free)
+    return parse_memory_size(DEFAULT_CPU_MEMORY)
+
+
+class Restorer:
+    """Derains images with an ELF network: any size, tiled when needed, optionally self-ensembled.
+
+    Args:
+        model: the network (moved to `device`, put in eval mode).
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
+        tile: tile side in pixels (a multiple of the model's padding multiple, 16); None chooses
+            tiles automatically, only for images that would not fit `max_memory` in one pass.
+        overlap: least overlap of neighbouring tiles in pixels, blended smoothly.
+        self_ensemble: average the predictions over the 8 flips/rotations (8× the time).
+        precision: "fp32", "bf16" (autocast; CPU or GPU) or "fp16" (autocast; GPU only).
+        max_memory: working-memory budget per image (bytes or "2GB", "512MiB"...; see
+            `TilePlan.estimated_bytes`); None: 2 GB on CPU, 80% of the free GPU memory.
+
+    After each call, `last_plan` tells how the image was processed.
+    """
+
+    def __init__(
+        self,
+        model: ELF,
+        device: str | torch.device = "auto",
+        tile: int | None = None,
+        overlap: int = 32,
+        self_ensemble: bool = False,
+        precision: str = "fp32",
+        max_memory: int | str | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.multiple = model.multiple
+        _check_tiling(tile, overlap, self.multiple)
+        self.tile = tile
+        self.overlap = overlap
+        self.self_ensemble = bool(self_ensemble)
+        self.precision = precision
+        self._autocast_dtype = _autocast_dtype(precision, self.device)
+        self.max_memory = (
+            parse_memory_size(max_memory)
+            if max_memory is not None
+            else default_memory_budget(self.device)
+        )
+        self.last_plan: TilePlan | None = None
+        self._activation_bytes_per_pixel: float | None = None
+
+    @property
+    def activation_bytes_per_pixel(self) -> float:
+        """Peak activation memory of one forward pass per input pixel (bytes), measured once
+        with `derain.profiling.peak_activation_bytes` on a 128² input; memory grows linearly
+        with pixel count, so this predicts (slightly over) any larger size."""
+        if self._activation_bytes_per_pixel is None:
+            example = torch.rand(1, 3, _MEASURED_SIDE, _MEASURED_SIDE, device=self.device)
+            peak = peak_activation_bytes(self.model, example)
+            self._activation_bytes_per_pixel = peak / _MEASURED_SIDE**2
+        return self._activation_bytes_per_pixel
+
+    def plan(self, height: int, width: int, batch: int = 1) -> TilePlan:
+        """How a batch × 3 × height × width input would be processed (see `TilePlan`).
+
+        Raises ValueError when `max_memory` cannot hold even the smallest tile.
+        """
+        buffers = batch * height * width * IMAGE_BUFFER_BYTES_PER_PIXEL
+        tile = self.tile
+        if tile is None:
+            whole = buffers + self._pass_bytes(height, width, batch)
+            if whole <= self.max_memory:
+                return TilePlan(
+                    height, width, batch, None, (height, width), 1, 1, whole, self.max_memory
+                )
+            tile = self._largest_tile(height, width, batch, buffers)
+        rows = axis_tiles(height, tile, self.overlap, self.multiple)
+        cols = axis_tiles(width, tile, self.overlap, self.multiple)
+        tile_shape = (rows[0][1], cols[0][1])
+        estimate = buffers + self._pass_bytes(*tile_shape, batch)
+        tiled = len(rows) * len(cols) > 1
+        return TilePlan(
+            height,
+            width,
+            batch,
+            tile if tiled else None,
+            tile_shape,
+            len(rows),
+            len(cols),
+            estimate,
+            self.max_memory,
+        )
+
+    def __call__(self, image: Any) -> Any:
+        """The derained image, of the input's kind: an H×W×3 NumPy array (uint8/uint16 → same
+        dtype, float in [0, 1] → same float dtype), a PIL image (→ RGB PIL image), or a torch
+        tensor 3×H×W or B×3×H×W (uint8 or float in [0, 1]; → same shape, dtype and device)."""
+        batch, to_input_kind = _as_batch(image, self.device)
+        restored, _ = self.restore_batch(batch)
+        return to_input_kind(restored)
+
+    def separate(self, image: Any) -> tuple[Any, Any]:
+        """(derained image, rain layer), both of the input's kind (see `__call__`).
+
+        The rain layer is the network's full-resolution rain with the "rain" head, otherwise the
+        input minus the derained image; both clipped to [0, 1].
+        """
+        batch, to_input_kind = _as_batch(image, self.device)
+        restored, rain = self.restore_batch(batch, with_rain=True)
+        return to_input_kind(restored), to_input_kind(rain)
+
+    def restore_batch(self, x: Tensor, with_rain: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Derains B×3×H×W float in [0, 1] on `self.device`.
+
+        Returns (restored, rain): B×3×H×W float32 in [0, 1]; rain is None unless `with_rain`.
+        """
+        batch, _, height, width = x.shape
+        plan = self.plan(height, width, batch)
+        self.last_plan = plan
+        network_rain = with_rain and self.model.head == "rain"
+        predict = partial(self._predict, with_rain=network_rain)
+        if self.self_ensemble:
+            predict = partial(mean_over_dihedral, predict)
+        with torch.inference_mode(), self._autocast():
+            if plan.tile is None:
+                out = predict(x).float()
+            else:
+                out = tiled_apply(predict, x, plan.tile, self.overlap, self.multiple)
+            restored = out[:, :3].clamp_(0.0, 1.0)
+            if not with_rain:
+                return restored, None
+            rain = out[:, 3:] if network_rain else x - restored
+            return restored, rain.clamp_(0.0, 1.0)
+
+    def _predict(self, x: Tensor, with_rain: bool) -> Tensor:
+        """B×3×H×W → restored B×3×H×W, or restored and rain stacked as B×6×H×W."""
+        out = self.model(x)
+        return torch.cat((out.image, out.rain), dim=1) if with_rain else out.image
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def _pass_bytes(self, height: int, width: int, batch: int) -> int:
+        """Activation bytes of one forward pass over batch × height × width (padded inside)."""
+        pixels = round_up(height, self.multiple) * round_up(width, self.multiple)
+        return math.ceil(batch * pixels * self.activation_bytes_per_pixel)
+
+    def _largest_tile(self, height: int, width: int, batch: int, buffers: int) -> int:
+        """The largest square tile side (a multiple of 16) whose pass fits the budget left over
+        by the full-resolution buffers."""
+        smallest = round_up(2 * self.overlap + 1, self.multiple)
+        available = self.max_memory - buffers
+        side = math.isqrt(max(0, int(available / (batch * self.activation_bytes_per_pixel))))
+        tile = side // self.multiple * self.multiple
+        if tile < smallest:
+            needed = buffers + self._pass_bytes(smallest, smallest, batch)
+            raise ValueError(
+                f"max_memory={_format_bytes(self.max_memory)} is too small for a "
+                f"{batch}×3×{height}×{width} image: its full-resolution buffers take "
+                f"{_format_bytes(buffers)} and the smallest tile ({smallest}² pixels for "
+                f"overlap={self.overlap}) another {_format_bytes(needed - buffers)}; raise "
+                f"max_memory to at least {_format_bytes(needed)} or lower overlap"
+            )
+        return tile
+
+
+def load(
+    path: str | os.PathLike,
+    device: str | torch.device = "auto",
+    tile: int | None = None,
+    overlap: int = 32,
+    self_ensemble: bool = False,
+    precision: str = "fp32",
+    max_memory: int | str | None = None,
+) -> Restorer:
+    """A `Restorer` for the network in a training checkpoint (`.ckpt`) or `.safetensors` file.
+
+    The file is read without running code from it (`derain.inference.checkpoint.load_model`);
+    the other arguments are `Restorer`'s.
+    """
+    device = resolve_device(device)
+    return Restorer(
+        load_model(path, device),
+        device=device,
+        tile=tile,
+        overlap=overlap,
+        self_ensemble=self_ensemble,
+        precision=precision,
+        max_memory=max_memory,
+    )
+
+
+def _check_tiling(tile: int | None, overlap: int, multiple: int) -> None:
+    if overlap < 0:
+        raise ValueError(f"overlap={overlap} must be 0 or more pixels, e.g. overlap=32")
+    if tile is not None and (tile % multiple or tile <= 2 * overlap):
+        smallest = round_up(2 * overlap + 1, multiple)
+        raise ValueError(
+            f"tile={tile} must be a multiple of {multiple} larger than 2 × overlap "
+            f"(overlap={overlap}), e.g. tile={max(smallest, round_up(tile, multiple))}; "
+            "or tile=null to choose tiles from max_memory"
+        )
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    if dtype is torch.float16 and device.type != "cuda":
+        raise ValueError(
+            f"precision=fp16 needs a CUDA device, but the device is {device}: "
+            "use precision=bf16 or precision=fp32 on CPU"
+        )
+    if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision=bf16 is not supported by {device}: use precision=fp16 or fp32")
+    return dtype
+
+
+def _as_batch(image: Any, device: torch.device) -> tuple[Tensor, Callable[[Tensor], Any]]:
+    """A B×3×H×W float32 tensor in [0, 1] on `device`, and the function that turns a result of
+    that shape back into the kind, dtype and device of `image`."""
+    if isinstance(image, Tensor):
+        return _tensor_batch(image, device)
+    if isinstance(image, Image.Image):
+        batch, to_array = _array_batch(np.array(image.convert("RGB")), device)
+        return batch, lambda out: Image.fromarray(to_array(out))
+    if isinstance(image, np.ndarray):
+        return _array_batch(image, device)
+    raise TypeError(
+        f"cannot derain a {type(image).__name__}: give an H×W×3 NumPy array, a PIL image, or a "
+        "3×H×W / B×3×H×W torch tensor"
+    )
+
+
+def _array_batch(array: np.ndarray, device: torch.device) -> tuple[Tensor, Callable]:
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(
+            f"expected an H×W×3 RGB array, got shape {array.shape}; read files with "
+            "derain.data.io.read_image, which turns grey and RGBA images into RGB"
+        )
+    if np.issubdtype(array.dtype, np.integer):
+        if array.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"expected a uint8, uint16 or float array, got {array.dtype}")
+        scale = float(np.iinfo(array.dtype).max)
+        pixels = torch.from_numpy(array.astype(np.float32) / np.float32(scale))
+    elif np.issubdtype(array.dtype, np.floating):
+        # from_numpy shares memory, so a read-only array is copied rather than aliased
+        pixels = torch.from_numpy(array if array.flags.writeable else array.copy()).float()
+    else:
+        raise ValueError(f"expected a uint8, uint16 or float array, got {array.dtype}")
+    batch = pixels.permute(2, 0, 1).unsqueeze(0).to(device)
+
+    def to_array(out: Tensor) -> np.ndarray:
+        result = out[0].permute(1, 2, 0).cpu().numpy()
+        if np.issubdtype(array.dtype, np.integer):
+            return np.round(result * scale).astype(array.dtype)
+        return result.astype(array.dtype, copy=False)
+
+    return batch, to_array
+
+
+def _tensor_batch(tensor: Tensor, device: torch.device) -> tuple[Tensor, Callable]:
+    if tensor.ndim not in (3, 4) or tensor.shape[-3] != 3:
+        raise ValueError(f"expected a 3×H×W or B×3×H×W RGB tensor, got shape {tuple(tensor.shape)}")
+    if tensor.dtype != torch.uint8 and not tensor.is_floating_point():
+        raise ValueError(f"expected a uint8 or float tensor in [0, 1], got {tensor.dtype}")
+    batch = tensor if tensor.ndim == 4 else tensor.unsqueeze(0)
+    batch = batch.to(device, torch.float32)
+    if tensor.dtype == torch.uint8:
+        batch = batch / 255.0
+
+    def to_tensor(out: Tensor) -> Tensor:
+        out = out if tensor.ndim == 4 else out[0]
+        if tensor.dtype == torch.uint8:
+            out = (out * 255.0).round()
+        return out.to(tensor.device, tensor.dtype)
+
+    return batch, to_tensor
+
+
+def _format_bytes(size: int) -> str:
+    return f"{size / 1e9:.2f} GB" if size >= 1e8 else f"{size / 1e6:.1f} MB"

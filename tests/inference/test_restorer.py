@@ -1,0 +1,142 @@
+"""`derain.load` / `Restorer`: any input kind in, the same kind out, on the chosen device and precision."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from elf_checkpoints import tiny_elf, write_lightning_checkpoint
+from PIL import Image
+
+import derain
+from derain.inference import Restorer
+from derain.models import ELF
+
+HEIGHT, WIDTH = 40, 52  # neither a multiple of 16
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> ELF:
+    return tiny_elf()
+
+
+@pytest.fixture(scope="module")
+def checkpoint_path(tmp_path_factory, tiny_model) -> Path:
+    return write_lightning_checkpoint(tiny_model, tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    """H×W×3 float32 in [0, 1]."""
+    return np.random.default_rng(0).random((HEIGHT, WIDTH, 3), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_model, image) -> torch.Tensor:
+    """The network's own output for `image`, clipped: 1×3×H×W."""
+    with torch.inference_mode():
+        return tiny_model(torch.from_numpy(image).permute(2, 0, 1)[None]).image.clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def restorer(checkpoint_path) -> Restorer:
+    return derain.load(checkpoint_path, device="cpu")
+
+
+def test_derain_load_builds_a_restorer_on_the_available_device(checkpoint_path):
+    restorer = derain.load(checkpoint_path)
+    expected_type = "cuda" if torch.cuda.is_available() else "cpu"
+    assert isinstance(restorer, Restorer) and restorer.device.type == expected_type
+
+
+def test_importing_derain_does_not_import_torch():
+    code = "import sys, derain; print('torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_a_float_array_gives_a_float_array(restorer, image, expected):
+    result = restorer(image)
+    assert result.dtype == np.float32 and result.shape == (HEIGHT, WIDTH, 3)
+    np.testing.assert_allclose(result, expected[0].permute(1, 2, 0).numpy(), atol=1e-6)
+
+
+def test_a_uint8_array_gives_a_uint8_array(restorer, image, expected):
+    pixels = np.round(image * 255).astype(np.uint8)
+    result = restorer(pixels)
+    assert result.dtype == np.uint8 and result.shape == (HEIGHT, WIDTH, 3)
+    float_result = restorer(pixels.astype(np.float32) / 255)
+    np.testing.assert_array_equal(result, np.round(float_result * 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_a_pil_image_gives_an_rgb_pil_image_of_its_size(restorer, image, mode):
+    picture = Image.fromarray(np.round(image * 255).astype(np.uint8)).convert(mode)
+    result = restorer(picture)
+    assert isinstance(result, Image.Image)
+    assert result.mode == "RGB" and result.size == (WIDTH, HEIGHT)
+
+
+def test_a_chw_tensor_gives_a_chw_tensor(restorer, image, expected):
+    x = torch.from_numpy(image).permute(2, 0, 1)
+    result = restorer(x)
+    assert result.shape == x.shape and result.dtype == x.dtype and result.device == x.device
+    torch.testing.assert_close(result, expected[0])
+
+
+def test_a_bchw_batch_gives_a_bchw_batch_of_the_same_dtype(restorer, image, expected):
+    batch = torch.from_numpy(image).permute(2, 0, 1).repeat(2, 1, 1, 1).to(torch.float64)
+    result = restorer(batch)
+    assert result.shape == (2, 3, HEIGHT, WIDTH) and result.dtype == torch.float64
+    torch.testing.assert_close(result[1].float(), expected[0])
+
+
+def test_a_uint8_tensor_gives_a_uint8_tensor(restorer, image):
+    x = torch.from_numpy(np.round(image * 255).astype(np.uint8)).permute(2, 0, 1)
+    result = restorer(x)
+    assert result.dtype == torch.uint8 and result.shape == x.shape
+
+
+def test_the_rain_layer_is_the_input_minus_the_derained_image(restorer, image):
+    restored, rain = restorer.separate(image)
+    np.testing.assert_allclose(rain, np.clip(image - restored, 0, 1), atol=1e-6)
+
+
+def test_with_the_rain_head_the_rain_layer_is_the_networks(image):
+    torch.manual_seed(0)
+    model = ELF.from_preset("elf_tiny", head="rain").eval()
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        network_rain = model(x).rain.clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    _, rain = Restorer(model, device="cpu").separate(image)
+    np.testing.assert_allclose(rain, network_rain, atol=1e-6)
+
+
+def test_bf16_on_cpu_stays_close_to_fp32(tiny_model, image, expected):
+    result = Restorer(tiny_model, device="cpu", precision="bf16")(image)
+    assert result.dtype == np.float32
+    assert np.abs(result - expected[0].permute(1, 2, 0).numpy()).mean() < 0.02
+
+
+def test_fp16_on_cpu_is_refused_with_the_alternatives(tiny_model):
+    with pytest.raises(ValueError, match="precision=fp16 needs a CUDA device.*bf16"):
+        Restorer(tiny_model, device="cpu", precision="fp16")
+
+
+def test_an_unknown_precision_lists_the_choices(tiny_model):
+    with pytest.raises(ValueError, match="fp32, bf16, fp16"):
+        Restorer(tiny_model, device="cpu", precision="int8")
+
+
+@pytest.mark.parametrize(
+    "bad", [np.zeros((40, 52)), np.zeros((40, 52, 4)), torch.zeros(1, 1, 40, 52), "image.png"]
+)
+def test_an_input_that_is_no_rgb_image_is_refused_with_what_is_expected(restorer, bad):
+    with pytest.raises((ValueError, TypeError), match="H×W"):
+        restorer(bad)
