@@ -266,7 +266,9 @@ class DerainModule(pl.LightningModule):
             folder = self.save_images_dir / set_name
             folder.mkdir(parents=True, exist_ok=True)
             for i, img in enumerate(restored):
-                write_image(folder / f"{Path(names[i]).stem}.png", img.permute(1, 2, 0).cpu().numpy())
+                write_image(
+                    folder / f"{Path(names[i]).stem}.png", img.permute(1, 2, 0).cpu().numpy()
+                )
 
     def on_test_epoch_end(self) -> None:
         for name, metrics in zip(self.test_set_names, self.test_metrics, strict=True):

@@ -21,14 +21,26 @@ ON_DISK = [
 def test_synth_train_eval_score_agree_on_the_same_images(tmp_path):
     root = tmp_path / "data"
     run_cli("derain-synth", f"out={root / 'train'}", "n=4", "size=48", "split=train", cwd=tmp_path)
-    run_cli("derain-synth", f"out={root / 'test'}", "n=3", "size=48", "split=test", "seed=1", cwd=tmp_path)
+    run_cli(
+        "derain-synth",
+        f"out={root / 'test'}",
+        "n=3",
+        "size=48",
+        "split=test",
+        "seed=1",
+        cwd=tmp_path,
+    )
     run_cli("derain-train", *ON_DISK, f"data.root={root}", cwd=tmp_path)
     (train_run,) = run_dirs(tmp_path)
     trained = json.loads((train_run / "results.json").read_text())["sets"]["test"]
 
     ckpt = train_run / "checkpoints" / "last.ckpt"
     run_cli(
-        "derain-eval", f"ckpt_path={ckpt}", "data=paired", f"data.root={root}", "save_images=true",
+        "derain-eval",
+        f"ckpt_path={ckpt}",
+        "data=paired",
+        f"data.root={root}",
+        "save_images=true",
         cwd=tmp_path,
     )
     (eval_run,) = run_dirs(tmp_path, "eval")
@@ -39,8 +51,11 @@ def test_synth_train_eval_score_agree_on_the_same_images(tmp_path):
     # the saved 8-bit images scored against the clean files give the numbers eval reported
     out = tmp_path / "scores"
     run_cli(
-        "derain-score", f"pred={eval_run / 'images' / 'test'}", f"gt={root / 'test' / 'target'}",
-        f"out={out}", cwd=tmp_path,
+        "derain-score",
+        f"pred={eval_run / 'images' / 'test'}",
+        f"gt={root / 'test' / 'target'}",
+        f"out={out}",
+        cwd=tmp_path,
     )
     scores = json.loads((out / "scores.json").read_text())
     assert abs(scores["psnr"] - evaluated["psnr"]) < 1e-6
