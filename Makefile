@@ -37,6 +37,9 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix src tests
 	$(VENV)/bin/ruff format src tests
 
+bench: $(STAMP)  ## network efficiency on CPU: inference 256²/1024², training step (ARGS="--quick", "--check")
+	$(PY) benchmarks/bench.py $(ARGS)
+
 bench-data: $(STAMP)  ## data loader and synthetic-rain speed next to the training step rate
 	$(PY) benchmarks/bench_data.py
 

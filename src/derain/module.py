@@ -75,8 +75,9 @@ class DerainModule(pl.LightningModule):
             "frequency": int}.
         metric_channel: "y" (papers' protocol) or "rgb".
         panel_images: how many validation images of the first set go into the logged panel.
-        channels_last: run the network in channels-last memory format.
-        compile: wrap the network with torch.compile.
+
+    Speed switches (memory layout, torch.compile) belong to the network's config:
+    `model.channels_last`, `model.compile` (see `derain.models.ELF`).
     """
 
     def __init__(
@@ -87,8 +88,6 @@ class DerainModule(pl.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         metric_channel: str = "y",
         panel_images: int = 4,
-        channels_last: bool = False,
-        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -99,15 +98,10 @@ class DerainModule(pl.LightningModule):
                 "scheduler": _plain(scheduler),
                 "metric_channel": metric_channel,
                 "panel_images": panel_images,
-                "channels_last": channels_last,
-                "compile": compile,
             }
         )
         self.model: nn.Module = instantiate(self.hparams.model)
         self.loss = instantiate(self.hparams.loss) if loss else ELFLoss()
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self._forward_model = torch.compile(self.model) if compile else self.model
         self.val_set_names: list[str] = ["val"]
         self.test_set_names: list[str] = ["test"]
         self.val_metrics = nn.ModuleList([self._metric_set()])
@@ -167,9 +161,7 @@ class DerainModule(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- steps
     def forward(self, rainy: Tensor):
-        if self.hparams.channels_last:
-            rainy = rainy.contiguous(memory_format=torch.channels_last)
-        return self._forward_model(rainy)
+        return self.model(rainy)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self(batch["rainy"])
@@ -299,7 +291,6 @@ class DerainModule(pl.LightningModule):
             model=hparams["model"],
             metric_channel=hparams.get("metric_channel", "y"),
             panel_images=hparams.get("panel_images", 4),
-            channels_last=hparams.get("channels_last", False),
         )
         module.model.load_state_dict(network.state_dict())
         return module

@@ -7,7 +7,10 @@ different machines can be compared.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import statistics
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -18,6 +21,29 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
+
+
+def retain_freed_memory() -> bool:
+    """Makes this process keep the memory it frees for reuse instead of handing it back to the
+    OS (glibc's malloc on Linux; elsewhere it does nothing and returns False).
+
+    By default glibc serves every block over 128 KiB–32 MiB by a fresh `mmap` and unmaps it when
+    it is freed, so each new activation tensor page-faults on zeroed pages: on 2 CPU cores that
+    was 0.4 s of kernel time in a 1.6 s `elf` forward pass at 256², and half of the CPU time at
+    1024². With every block served from the heap and the heap never trimmed, a second pass
+    reuses the first one's memory. Process-wide and for the rest of the process: memory stays at
+    its peak (as with PyTorch's CUDA caching allocator). `LD_PRELOAD`-ing jemalloc or tcmalloc
+    is the alternative for code that cannot call this.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def count_parameters(model: nn.Module) -> int:

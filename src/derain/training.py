@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from derain.evaluation import markdown_table, write_results
+from derain.models import optimize
 from derain.module import DerainModule
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg)
     module = DerainModule.from_checkpoint(ckpt_path)
+    optimize(
+        module.model,
+        channels_last=cfg.get("channels_last"),
+        compile=bool(cfg.get("compile", False)),
+        freeze=True,
+    )
     module.hparams.metric_channel = cfg.metric_channel
     module.hparams.panel_images = cfg.panel_images
     if cfg.save_images:

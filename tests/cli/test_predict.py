@@ -173,6 +173,36 @@ def test_the_input_folder_is_refused_as_output(workspace, compose_config, monkey
     assert sorted(p.name for p in (workspace / "photos").iterdir()) == before
 
 
+def test_speed_switches_reach_the_network_and_leave_the_result(
+    workspace, first_run, compose_config, monkeypatch
+):
+    import derain.cli.predict as predict_cli
+
+    calls = []
+
+    def spy(model, **switches):
+        calls.append((model, switches))
+        # compiling (tens of seconds per image size on CPU) is tested in tests/models
+        return real(model, **{**switches, "compile": False})
+
+    real = predict_cli.optimize
+    monkeypatch.setattr(predict_cli, "optimize", spy)
+    monkeypatch.chdir(workspace)
+    overrides = ["ckpt_path=tiny.ckpt", "input=photos/a.png", "output=contiguous"]
+    cfg = compose_config("predict", [*overrides, "channels_last=false", "compile=true"])
+    summary = run(cfg, Console())
+    assert [p.name for p in summary.done] == ["a.png"]
+    ((model, switches),) = calls
+    assert switches == {"channels_last": False, "compile": True, "freeze": True}
+    assert model.channels_last is False
+    restorer = Restorer(_tiny(workspace), device="cpu")
+    assert restorer.model.channels_last is True  # the checkpoint's default layout
+    expected = restorer(read_image(workspace / "photos" / "a.png"))
+    result = read_image(workspace / "contiguous" / "a.png")
+    assert np.abs(result - expected).max() <= 1 / 255 + 1e-6
+    shutil.rmtree(workspace / "contiguous")
+
+
 def _rerun_args() -> tuple[str, ...]:
     return (
         "derain-predict",

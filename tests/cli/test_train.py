@@ -73,3 +73,21 @@ def test_resume_from_last_continues_the_step_count(trained_run, tmp_path):
     state = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 5
     assert ckpt.read_bytes() == before  # the earlier run's files are untouched
+
+
+def test_eval_in_the_other_memory_layout_gives_the_same_scores(trained_run):
+    cwd, run, _ = trained_run
+    ckpt = run / "checkpoints" / "last.ckpt"
+    data = [a for a in TINY if a.startswith(("+data.test", "data.limit"))]
+    proc = run_cli("derain-eval", f"ckpt_path={ckpt}", "channels_last=false", *data, cwd=cwd)
+    eval_run = next(
+        r
+        for r in run_dirs(cwd, "eval")
+        if "channels_last: false" in (r / ".hydra" / "config.yaml").read_text()
+    )
+    results = json.loads((eval_run / "results.json").read_text())
+    trained = json.loads((run / "results.json").read_text())
+    # float rounding may move a pixel's rounded luma by one level, no more
+    for name in ("synthetic_light", "synthetic_heavy"):
+        assert abs(results["sets"][name]["psnr"] - trained["sets"][name]["psnr"]) < 0.01
+    assert "mean over sets" in proc.stdout

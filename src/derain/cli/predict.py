@@ -37,6 +37,7 @@ from derain.cli import make_console
 from derain.data.io import read_image
 from derain.inference import Restorer, load
 from derain.inference.files import PredictJob, find_images, plan_jobs, write_image_atomically
+from derain.models import optimize
 from derain.paths import config_dir
 
 _IMAGE_ERRORS = (OSError, ValueError, MemoryError, torch.cuda.OutOfMemoryError)
@@ -107,6 +108,12 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
         self_ensemble=cfg.self_ensemble,
         precision=cfg.precision,
         max_memory=cfg.max_memory,
+    )
+    optimize(
+        restorer.model,
+        channels_last=cfg.get("channels_last"),
+        compile=bool(cfg.get("compile", False)),
+        freeze=True,
     )
     console.print(
         f"deraining {len(pending)} image(s) from {cfg.input} into {cfg.output} with "

@@ -1,6 +1,15 @@
 """The ELF association network in plain PyTorch (no Lightning, Hydra or data imports)."""
 
-from derain.models.elf import ELF, ELFOutput, pad_to_multiple
+from derain.models.elf import ELF, ELFOutput, compile_blocks, optimize, pad_to_multiple
 from derain.models.presets import PRESETS, Preset, preset_arguments
 
-__all__ = ["ELF", "ELFOutput", "PRESETS", "Preset", "pad_to_multiple", "preset_arguments"]
+__all__ = [
+    "ELF",
+    "ELFOutput",
+    "PRESETS",
+    "Preset",
+    "compile_blocks",
+    "optimize",
+    "pad_to_multiple",
+    "preset_arguments",
+]
