@@ -14,7 +14,8 @@ GPU (--device cuda): bf16 autocast + channels-last (+ compile) against eager fp3
 layout: training at batch 16 on 256² patches, inference on one 1920×1080 image.
 
     python benchmarks/bench.py                    # CPU, 1 thread: 256², 1024², training; + compiled
-    python benchmarks/bench.py --quick            # 256² and training, eager only (about 1.5 min)
+    python benchmarks/bench.py --quick            # 256² and training, eager only (about 3 min)
+    python benchmarks/bench.py --quick --straightforward  # and the unoptimised network, same run
     python benchmarks/bench.py --threads 0        # all cores
     python benchmarks/bench.py --record           # store the efficiencies in benchmarks/recorded.json
     python benchmarks/bench.py --quick --check    # exit 1 if one fell >25% below its record
@@ -60,10 +61,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-batch", type=int, help="training batch (CPU 8, GPU 16)")
     parser.add_argument("--train-patch", type=int, help="training patch side (CPU 128, GPU 256)")
     parser.add_argument("--no-compile", action="store_true", help="eager figures only")
+    parser.add_argument(
+        "--straightforward",
+        action="store_true",
+        help="also time the unoptimised network (tests/models/reference.py), same weights",
+    )
     parser.add_argument("--no-train", action="store_true", help="skip the training step")
     parser.add_argument("--no-retain-memory", action="store_true", help="glibc's default malloc")
     parser.add_argument("--quick", action="store_true", help="--sizes 256 --no-compile --runs 3")
-    parser.add_argument("--json", type=Path, help="write the results here as well")
+    parser.add_argument(
+        "--json", type=Path, help="where to write the results (default logs/bench/<time>.json)"
+    )
     parser.add_argument("--record", action="store_true", help=f"write efficiencies to {RECORDED}")
     parser.add_argument("--check", action="store_true", help="compare with the recorded figures")
     args = parser.parse_args(argv)
@@ -152,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         "figures": {f.name: f.to_dict() for f in figures},
     }
     print_table(report, figures)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    if args.json is None:
+        stamp = report["date"].replace(":", "-")
+        args.json = Path("logs") / "bench" / f"{args.device}_{args.preset}_{stamp}.json"
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.json}")
     if args.record:
         record(report)
     if args.check:
@@ -294,6 +304,10 @@ class CpuBench:
         )
         torch.manual_seed(0)
         eager = ELF.from_preset(args.preset).eval()
+        straightforward = None
+        if args.straightforward:
+            straightforward = straightforward_network(args.preset).eval()
+            straightforward.load_state_dict(eager.state_dict())
         compiled = None
         if not args.no_compile:  # inference only: the compiler may freeze the weights
             compiled = ELF.from_preset(args.preset).eval()
@@ -303,7 +317,12 @@ class CpuBench:
         for size in args.sizes:
             x = torch.rand(1, 3, size, size)
             macs = count_macs_at(eager, tuple(x.shape))
-            for kind, model in (("eager", eager), ("compiled", compiled)):
+            variants = (
+                ("straightforward", straightforward),
+                ("eager", eager),
+                ("compiled", compiled),
+            )
+            for kind, model in variants:
                 if model is None:
                     continue
 
@@ -327,9 +346,14 @@ class CpuBench:
             macs = 3 * count_macs_at(eager, (b, 3, p, p))
             loss = ELFLoss()
             batch = {"rainy": torch.rand(b, 3, p, p), "clean": torch.rand(b, 3, p, p)}
-            for kind in ("eager",) if args.no_compile else ("eager", "compiled"):
+            kinds = ["straightforward"] if args.straightforward else []
+            kinds += ["eager"] if args.no_compile else ["eager", "compiled"]
+            for kind in kinds:
                 torch.manual_seed(0)
-                model = ELF.from_preset(args.preset, compile=kind == "compiled").train()
+                if kind == "straightforward":
+                    model = straightforward_network(args.preset).train()
+                else:
+                    model = ELF.from_preset(args.preset, compile=kind == "compiled").train()
                 step = _training_step(model, loss, batch)
                 compile_s = _first_call_seconds(step) if kind == "compiled" else None
                 figures.append(
@@ -344,6 +368,21 @@ class CpuBench:
                     )
                 )
         return figures
+
+
+def straightforward_network(preset: str):
+    """The network as the specification reads, before any speed work: the test oracle of
+    tests/models/reference.py (same parameters, same results)."""
+    import importlib.util
+
+    from derain.models import PRESETS
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "models" / "reference.py"
+    spec = importlib.util.spec_from_file_location("derain_reference_network", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.ReferenceELF(**PRESETS[preset].arguments)
 
 
 # ----------------------------------------------------------------------------------- CUDA bench

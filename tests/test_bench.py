@@ -75,11 +75,20 @@ def test_a_small_run_measures_paired_efficiencies_and_writes_json(bench, tmp_pat
         "--no-retain-memory",
     ]
     argv += ["--train-batch", "2", "--train-patch", "32", "--json", str(out), "--record"]
+    argv += ["--straightforward"]
     assert bench.main(argv) == 0
     report = json.loads(out.read_text())
     figures = report["figures"]
-    assert set(figures) == {"inference/eager/48", "training/eager/2x32"}
+    assert set(figures) == {
+        "inference/straightforward/48",
+        "inference/eager/48",
+        "training/straightforward/2x32",
+        "training/eager/2x32",
+    }
     inference, training = figures["inference/eager/48"], figures["training/eager/2x32"]
+    # the unoptimised network is timed on the same work
+    assert figures["inference/straightforward/48"]["macs"] == inference["macs"]
+    assert figures["training/straightforward/2x32"]["macs"] == training["macs"]
     # one forward pass per image; a training step counts 3× the forward MACs of its batch
     tiny = ELF.from_preset("elf_tiny")
     assert inference["macs"] == bench.count_macs_at(tiny, (1, 3, 48, 48))

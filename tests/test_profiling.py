@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 import torch
 from torch import nn
 
@@ -37,3 +41,38 @@ def test_dense_conv_throughput_reports_a_layout_and_a_positive_rate():
     rate = dense_conv_throughput(runs=1)
     assert rate.layout in {"contiguous", "channels_last"}
     assert rate.gmacs_per_s > 0.1
+
+
+_RSS_AFTER_FREE = """
+import sys
+import torch
+from derain.profiling import retain_freed_memory
+
+def resident() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+retained = retain_freed_memory() if sys.argv[1] == "retain" else False
+before = resident()
+x = torch.ones(64 * 2**20 // 4)  # 64 MiB, every page touched
+del x
+print(retained, resident() - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_retained_memory_stays_resident_for_reuse_and_default_memory_goes_back():
+    def run(mode: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", _RSS_AFTER_FREE, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    default_flag, default_growth = run("default")
+    retained_flag, retained_growth = run("retain")
+    assert default_flag == "False" and retained_flag == "True"
+    assert default_growth < 16 * 2**20  # the 64 MiB block went back to the OS on free
+    assert retained_growth > 48 * 2**20  # it stayed, ready for the next activation

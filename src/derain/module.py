@@ -288,7 +288,7 @@ class DerainModule(pl.LightningModule):
         network = load_model(path, device=map_location)
         hparams = torch.load(path, map_location=map_location, weights_only=True)["hyper_parameters"]
         module = cls(
-            model=hparams["model"],
+            model={**hparams["model"], "compile": False},  # the caller chooses (see load_model)
             metric_channel=hparams.get("metric_channel", "y"),
             panel_images=hparams.get("panel_images", 4),
         )

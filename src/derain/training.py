@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from derain.evaluation import markdown_table, write_results
 from derain.models import optimize
 from derain.module import DerainModule
+from derain.profiling import retain_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ def _finish_wandb() -> None:
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("retain_freed_memory", False):
+        retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     datamodule = instantiate(cfg.data)
@@ -167,6 +170,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Scores a checkpoint on every test set of the data config; writes the result tables."""
+    if cfg.get("retain_freed_memory", False):
+        retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg)

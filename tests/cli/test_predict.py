@@ -187,6 +187,8 @@ def test_speed_switches_reach_the_network_and_leave_the_result(
 
     real = predict_cli.optimize
     monkeypatch.setattr(predict_cli, "optimize", spy)
+    retained = []
+    monkeypatch.setattr(predict_cli, "retain_freed_memory", lambda: retained.append(True))
     monkeypatch.chdir(workspace)
     overrides = ["ckpt_path=tiny.ckpt", "input=photos/a.png", "output=contiguous"]
     cfg = compose_config("predict", [*overrides, "channels_last=false", "compile=true"])
@@ -195,6 +197,7 @@ def test_speed_switches_reach_the_network_and_leave_the_result(
     ((model, switches),) = calls
     assert switches == {"channels_last": False, "compile": True, "freeze": True}
     assert model.channels_last is False
+    assert retained == [True]  # conf/predict.yaml's retain_freed_memory=true
     restorer = Restorer(_tiny(workspace), device="cpu")
     assert restorer.model.channels_last is True  # the checkpoint's default layout
     expected = restorer(read_image(workspace / "photos" / "a.png"))

@@ -10,6 +10,7 @@ from elf_checkpoints import tiny_elf, write_lightning_checkpoint
 
 from derain.inference import CheckpointError, elf_arguments, load_model, save_safetensors
 from derain.models import ELF, PRESETS
+from derain.module import DerainModule
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +109,14 @@ def test_a_file_that_is_no_checkpoint_is_named(tmp_path):
 def test_a_missing_file_names_the_setting(tmp_path):
     with pytest.raises(FileNotFoundError, match="ckpt_path="):
         load_model(tmp_path / "absent.ckpt")
+
+
+def test_a_run_trained_with_compiled_blocks_loads_uncompiled_in_its_layout(tmp_path, tiny_model):
+    arguments = elf_arguments(tiny_model)
+    config = {"_target_": "derain.models.ELF", **arguments, "compile": True, "channels_last": False}
+    path = write_lightning_checkpoint(tiny_model, tmp_path / "compiled.ckpt", config)
+    for model in (load_model(path), DerainModule.from_checkpoint(path).model):
+        # the training run's compile switch is not inherited: the loading command chooses
+        assert not [m for m in model.modules() if getattr(m, "_compiled_call_impl", None)]
+        assert model.channels_last is False
+        assert _same_weights(model, tiny_model)

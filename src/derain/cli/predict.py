@@ -39,6 +39,7 @@ from derain.inference import Restorer, load
 from derain.inference.files import PredictJob, find_images, plan_jobs, write_image_atomically
 from derain.models import optimize
 from derain.paths import config_dir
+from derain.profiling import retain_freed_memory
 
 _IMAGE_ERRORS = (OSError, ValueError, MemoryError, torch.cuda.OutOfMemoryError)
 """What one image may raise (unreadable, unwritable, too large) without stopping the run."""
@@ -100,6 +101,8 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
         )
     if not pending:
         return summary
+    if cfg.get("retain_freed_memory", False):
+        retain_freed_memory()
     restorer = load(
         cfg.ckpt_path,
         device=cfg.device,

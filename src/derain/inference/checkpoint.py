@@ -213,6 +213,9 @@ def _elf_arguments_from_config(config: Any, path: Path) -> dict[str, Any]:
             "chooses which code runs)"
         )
     arguments = {key: value for key, value in config.items() if key != "_target_"}
+    # how the training run was sped up, not what the network is: the command that uses the
+    # weights chooses (`derain.models.optimize`), and compiled blocks would slow CPU inference
+    arguments.pop("compile", None)
     unknown = sorted(set(arguments) - _ELF_PARAMETERS)
     if unknown:
         raise CheckpointError(
