@@ -191,13 +191,14 @@ def test_speed_switches_reach_the_network_and_leave_the_result(
     monkeypatch.setattr(predict_cli, "retain_freed_memory", lambda: retained.append(True))
     monkeypatch.chdir(workspace)
     overrides = ["ckpt_path=tiny.ckpt", "input=photos/a.png", "output=contiguous"]
-    cfg = compose_config("predict", [*overrides, "channels_last=false", "compile=true"])
+    switches = ["channels_last=false", "compile=true", "retain_freed_memory=true"]
+    cfg = compose_config("predict", [*overrides, *switches])
     summary = run(cfg, Console())
     assert [p.name for p in summary.done] == ["a.png"]
     ((model, switches),) = calls
     assert switches == {"channels_last": False, "compile": True, "freeze": True}
     assert model.channels_last is False
-    assert retained == [True]  # conf/predict.yaml's retain_freed_memory=true
+    assert retained == [True]
     restorer = Restorer(_tiny(workspace), device="cpu")
     assert restorer.model.channels_last is True  # the checkpoint's default layout
     expected = restorer(read_image(workspace / "photos" / "a.png"))
