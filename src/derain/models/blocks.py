@@ -4,9 +4,9 @@ Every block works on feature maps B×C×H×W and keeps their shape unless its na
 Convolutions carry no bias except the depthwise-separable ones, as in the reference network.
 
 Speed: the blocks are written for channels-last maps (`ELF(channels_last=True)`, the default),
-where a pixel's channels are contiguous: the depthwise and 1×1 convs run 2–4× faster than on
+where a pixel's channels are contiguous: oneDNN runs the depthwise and 1×1 convs faster than on
 contiguous (NCHW) maps, the LayerNorm needs no transposition and the attention reads q, k and v
-in place. tests/models/reference.py keeps the straightforward version of each block that these
+in place (measured figures: README, "Performance"). tests/models/reference.py keeps the straightforward version of each block that these
 must match.
 """
 
@@ -25,17 +25,13 @@ def conv1x1(in_channels: int, out_channels: int, bias: bool = False) -> Pointwis
     return PointwiseConv(in_channels, out_channels, bias=bias)
 
 
-def is_channels_last(x: Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last)
-
-
 class PointwiseConv(nn.Conv2d):
     """1×1 convolution: an `nn.Conv2d` (same parameters, same checkpoints) that reaches oneDNN.
 
     On CPU, PyTorch sends a 1×1 conv of fewer than 16 images on one thread to a plain GEMM,
-    and oneDNN beats that for every shape here: 1.1–1.4× (forward and backward), 2.2× for the
-    GDFN's 48→254 channels, whose rows the GEMM writes misaligned. Passing the B×C×H×W
-    channels-last maps as B·H one-row images (a view, same MACs) always gets oneDNN.
+    and oneDNN beats that for every shape here (forward at 128², one thread: 1.1–1.3× on a
+    Zen 1 core; up to 2.2× for the GDFN's 48→254 channels on a Zen 3 core). Passing the
+    B×C×H×W channels-last maps as B·H one-row images (a view, same MACs) always gets oneDNN.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
@@ -43,11 +39,14 @@ class PointwiseConv(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         # compilers and exporters get the plain convolution (inductor chooses its own kernels)
-        compiling = torch.jit.is_tracing() or torch.compiler.is_compiling()
-        if compiling or x.device.type != "cpu" or not is_channels_last(x):
-            return super().forward(x)
         b, _, h, w = x.shape
-        if b * h < 16:
+        if (
+            torch.jit.is_tracing()
+            or torch.compiler.is_compiling()
+            or x.device.type != "cpu"
+            or not x.is_contiguous(memory_format=torch.channels_last)
+            or b * h < 16
+        ):
             return super().forward(x)
         rows = x.permute(0, 2, 3, 1).reshape(b * h, 1, w, self.in_channels).permute(0, 3, 1, 2)
         y = super().forward(rows).permute(0, 2, 3, 1)

@@ -226,7 +226,7 @@ class ELF(nn.Module):
 
 
 COMPILED_BLOCKS = (TransformerBlock, CrossTransformerBlock)
-"""What `compile_blocks` compiles: the transformer blocks, 85% of the network's time."""
+"""What `compile_blocks` compiles: the transformer blocks, most of the network's time."""
 
 
 def compile_blocks(model: nn.Module, freeze: bool = False) -> nn.Module:
@@ -234,15 +234,15 @@ def compile_blocks(model: nn.Module, freeze: bool = False) -> nn.Module:
     names and checkpoints stay the same), and returns `model`.
 
     Compiling block by block ("regional compilation") compiles one block type once for all its
-    copies, at the one resolution they all run at: under a minute on CPU, where compiling the
-    whole `elf` network took five. Each new input size or train/eval mode compiles again
-    (static shapes: the dynamic-shape graphs of this PyTorch fail to build for the attention).
+    copies, at the one resolution they all run at (68–88 s per size and mode for `elf` on one
+    CPU core). Each new input size or train/eval mode compiles again (static shapes: the
+    dynamic-shape graphs of this PyTorch fail to build for the attention).
 
-    `freeze=True` (inference only) lets the compiler treat the weights as constants and
-    pre-pack them, which is what makes compiling pay on CPU (6% faster than eager at 256²,
-    where the unfrozen blocks run 1.5× slower). It sets `torch._inductor.config.freezing` for
-    the whole process and compiles every block separately; weights changed afterwards are not
-    seen, so never in a process that trains.
+    `freeze=True` (inference only) lets the compiler treat the weights as constants and pre-pack
+    them, which is what makes compiling pay at all on CPU (9% faster than eager at 256² in
+    `make bench`; unfrozen, it is no faster for training). It sets
+    `torch._inductor.config.freezing` for the whole process and compiles every block separately;
+    weights changed afterwards are not seen, so never in a process that trains.
     """
     blocks = _outermost(model, COMPILED_BLOCKS)
     if freeze:
