@@ -410,5 +410,10 @@ class ReferenceELF(nn.Module):
         residual = self.recovery_net(x, rain_half, background_half)
         if self.head == "rain":
             return ELFOutput(x - residual, background_half, rain_half, residual)
-        base = resize(background_half, 2) if background_half is not None else x
+        if background_half is None:
+            base = x
+        elif self.head == "detail":
+            base = x - resize(rain_half, 2)
+        else:
+            base = resize(background_half, 2)
         return ELFOutput(base + residual, background_half, rain_half, None)

@@ -67,7 +67,7 @@ def test_sample_alone_and_in_a_batch_give_the_same_output(tiny):
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("head", ["background", "rain"])
+@pytest.mark.parametrize("head", ["background", "rain", "detail"])
 def test_every_parameter_gets_a_finite_gradient(head):
     torch.manual_seed(0)
     model = ELF.from_preset("elf_tiny", head=head)
@@ -107,6 +107,43 @@ def test_rain_head_returns_the_input_minus_the_full_resolution_rain_layer():
     torch.testing.assert_close(out.image, x - out.rain)
     # same structure as the background head: only the interpretation of the output changes
     assert count_parameters(model) == count_parameters(ELF.from_preset("elf_tiny"))
+
+
+def _silence(model: ELF) -> ELF:
+    """Zero the last convolutions of both subnets: R½ = 0 and a zero reconstruction residual."""
+    with torch.no_grad():
+        for conv in (model.rain_net.to_rain, model.recovery_net.reconstruct[-1]):
+            conv.weight.zero_()
+            if conv.bias is not None:
+                conv.bias.zero_()
+    return model
+
+
+def test_detail_head_passes_rain_free_detail_through_where_the_background_head_blurs():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 37, 41)  # noise: all detail, lost by halving
+    detail = _silence(ELF.from_preset("elf_tiny", head="detail").eval())
+    background = ELF.from_preset("elf_tiny").eval()
+    background.load_state_dict(detail.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(detail(x).image, x)
+        blurred = background(x).image
+    assert (blurred - x).abs().mean() > 0.1
+    assert count_parameters(detail) == count_parameters(background)
+
+
+def test_detail_head_subtracts_the_upsampled_rain_prior():
+    torch.manual_seed(0)
+    model = ELF.from_preset("elf_tiny", head="detail").eval()
+    with torch.no_grad():
+        model.recovery_net.reconstruct[-1].weight.zero_()  # no bias: a zero residual
+        x = torch.rand(2, 3, 32, 48)
+        out = model(x)
+    expected = x - torch.nn.functional.interpolate(
+        out.rain_half, scale_factor=2, mode="bilinear", align_corners=False
+    )
+    torch.testing.assert_close(out.image, expected)
+    assert out.rain_half.abs().mean() > 1e-3  # a real prior, not a zero one
 
 
 def test_no_rain_prior_is_a_single_stage_network():

@@ -24,7 +24,8 @@ from derain.models.blocks import (
     resize,
 )
 
-Head = Literal["background", "rain"]
+Head = Literal["background", "rain", "detail"]
+HEADS: tuple[str, ...] = ("background", "rain", "detail")
 
 
 class ELFOutput(NamedTuple):
@@ -142,8 +143,11 @@ class ELF(nn.Module):
         conv_branch: False removes the convolution U-Net branches.
         cross_attention: False replaces the MAM's cross attention by concatenation + conv.
         rain_prior: False removes the rain-distribution subnet (single-stage network).
-        head: "background" adds the reconstruction to the upsampled B½; "rain" predicts the
-            full-resolution rain layer R and returns x − R.
+        head: "background" (the paper's) adds the reconstruction to the upsampled B½; "rain"
+            predicts the full-resolution rain layer R and returns x − R; "detail" adds the
+            reconstruction to x − up(R½), i.e. to the upsampled B½ plus the detail x − up(x½)
+            that halving removed, so rain-free detail passes through unchanged (beyond the
+            paper; same parameters as "background").
         multiple: inputs are padded to this multiple (16 is what the three U-Net levels under a
             half-resolution stem need) and outputs cropped back.
         channels_last: run the feature maps in channels-last memory order (faster on CPU, and
@@ -173,8 +177,8 @@ class ELF(nn.Module):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if head not in ("background", "rain"):
-            raise ValueError(f"head must be 'background' or 'rain', got {head!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
         if width % 2:
             raise ValueError(f"width must be even (pixel shuffle halves it), got {width}")
         self.head = head
@@ -221,7 +225,12 @@ class ELF(nn.Module):
         residual = self.recovery_net(x, rain_half, background_half)
         if self.head == "rain":
             return ELFOutput(x - residual, background_half, rain_half, residual)
-        base = resize(background_half, 2) if background_half is not None else x
+        if background_half is None:
+            base = x
+        elif self.head == "detail":
+            base = x - resize(rain_half, 2)
+        else:
+            base = resize(background_half, 2)
         return ELFOutput(base + residual, background_half, rain_half, None)
 
 
