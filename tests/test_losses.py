@@ -16,6 +16,7 @@ from derain.losses import (
     edge_loss,
     half_resolution,
     laplacian_edges,
+    mean_psnr,
     mean_ssim,
 )
 from derain.models.elf import ELFOutput
@@ -194,3 +195,32 @@ def test_gradients_pull_an_imperfect_output_towards_the_target():
     with torch.no_grad():
         stepped, _ = ELFLoss()(ELFOutput(image=image - 100 * image.grad), {"clean": clean})
     assert stepped.item() < loss.item() - 0.005
+
+
+def test_mean_psnr_averages_per_image_psnr_in_db():
+    clean = images(batch=2)
+    image = clean.clone()
+    image[0] += 0.1  # MSE 1e-2 → 20 dB
+    image[1] += 0.01  # MSE 1e-4 → 40 dB
+    assert mean_psnr(image, clean).item() == pytest.approx(30.0, abs=1e-3)
+
+
+def test_psnr_term_is_subtracted_with_its_weight_and_reported():
+    clean, image = images(seed=0), images(seed=1)
+    out = ELFOutput(image=image)
+    base, terms = ELFLoss()(out, {"clean": clean})
+    loss, terms = ELFLoss(psnr_weight=0.02)(out, {"clean": clean})
+    assert terms["psnr"].item() == pytest.approx(mean_psnr(image, clean).item())
+    assert loss.item() == pytest.approx(base.item() - 0.02 * terms["psnr"].item(), rel=1e-5)
+    assert "psnr" not in ELFLoss()(out, {"clean": clean})[1]
+
+
+def test_psnr_term_weights_each_image_by_its_inverse_error():
+    # the same absolute error costs far more gradient on an image that is already close
+    clean = images(batch=2)
+    offsets = torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)
+    image = (clean + offsets).requires_grad_(True)
+    (-mean_psnr(image, clean)).backward()
+    per_image = image.grad.abs().flatten(1).mean(dim=1)
+    # d(−PSNR)/d(out) ∝ (out − gt) / MSE ∝ 1 / offset
+    assert (per_image[1] / per_image[0]).item() == pytest.approx(10.0, rel=1e-3)

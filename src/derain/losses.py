@@ -74,6 +74,18 @@ def mean_ssim(pred: Tensor, target: Tensor) -> Tensor:
     return structural_similarity(pred, target, data_range=1.0).mean()
 
 
+def mean_psnr(pred: Tensor, target: Tensor, eps: float = 1e-10) -> Tensor:
+    """Differentiable PSNR in dB of images in [0, 1] (peak 1), per image then averaged over the
+    batch: mean_i 10·log10(1 / (MSE_i + eps)). Inputs B×C×H×W; returns a scalar.
+
+    As a loss (minimise −PSNR) each image's squared error is weighted by 1/MSE_i, so images that
+    are already close (light rain) count as much as those far off (heavy rain), as they do in a
+    mean of per-image PSNRs.
+    """
+    mse = (pred - target).square().flatten(1).mean(dim=1)
+    return (-10.0 * torch.log10(mse + eps)).mean()
+
+
 def half_resolution(img: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     """Bilinear downsampling of B×C×H×W to B×C×size (no antialiasing, align_corners=False).
 
@@ -111,6 +123,7 @@ class ELFLoss(nn.Module):
         ssim_weight: float = 0.15,
         half_weight: float = 0.8,
         rain_weight: float = 0.0,
+        psnr_weight: float = 0.0,
         eps: float = 1e-3,
     ) -> None:
         super().__init__()
@@ -119,6 +132,7 @@ class ELFLoss(nn.Module):
         self.ssim_weight = ssim_weight
         self.half_weight = half_weight
         self.rain_weight = rain_weight
+        self.psnr_weight = psnr_weight
         self.eps = eps
 
     def forward(
@@ -147,6 +161,10 @@ class ELFLoss(nn.Module):
 
         loss = self.char_weight * char + self.edge_weight * edge - self.ssim_weight * similarity
         terms = {"char": char.detach(), "edge": edge.detach(), "ssim": similarity.detach()}
+        if self.psnr_weight > 0:
+            psnr = mean_psnr(out.image, clean)
+            loss = loss - self.psnr_weight * psnr
+            terms["psnr"] = psnr.detach()
 
         if self.rain_weight > 0 and "rain" in batch:
             if out.rain_half is None:
