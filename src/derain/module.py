@@ -8,7 +8,7 @@ the checkpoint's `hyper_parameters`, so a checkpoint alone rebuilds the network 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
@@ -42,16 +43,47 @@ def warmup_cosine(
     warmup_steps: int,
     total_steps: int,
     min_lr_ratio: float = 0.01,
+    elapsed_fraction: Callable[[], float] | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio`·lr at `total_steps`."""
+    """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio`·lr at `total_steps`.
+
+    With `elapsed_fraction` (a function returning the share of a time budget used so far, read at
+    every scheduler step), the decay's progress is the larger of the step share and the time
+    share: the learning rate reaches its floor when either the steps or the time run out.
+    """
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / max(1, warmup_steps)
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if elapsed_fraction is not None:
+            progress = max(progress, elapsed_fraction())
+        progress = min(1.0, progress)
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def max_time_fraction(trainer: Any) -> Callable[[], float] | None:
+    """A function returning the share of the trainer's `max_time` spent in training so far
+    (resumed runs included), or None when the trainer has no time limit.
+
+    Under several processes every call takes rank 0's clock (a broadcast), so all processes keep
+    the same learning rate.
+    """
+    timers = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]
+    if not timers or timers[0].time_remaining() is None:
+        return None
+    timer = timers[0]
+
+    def fraction() -> float:
+        elapsed = timer.time_elapsed("train")
+        share = elapsed / max(1e-9, elapsed + timer.time_remaining("train"))
+        if getattr(trainer, "world_size", 1) > 1:
+            share = float(trainer.strategy.broadcast(share, src=0))
+        return share
+
+    return fraction
 
 
 def _synced_count(metric) -> int:
@@ -147,7 +179,10 @@ class DerainModule(pl.LightningModule):
         factory = instantiate(sched["scheduler"])
         if sched["scheduler"].get("_target_", "").endswith("warmup_cosine"):
             total = sched["scheduler"].get("total_steps") or self.trainer.estimated_stepping_batches
-            scheduler = factory(optimizer, total_steps=int(total))
+            extra = {}
+            if sched.get("follow_max_time"):
+                extra["elapsed_fraction"] = max_time_fraction(self.trainer)
+            scheduler = factory(optimizer, total_steps=int(total), **extra)
         else:
             scheduler = factory(optimizer)
         return {

@@ -16,7 +16,13 @@ def _rows(path):
 
 
 def test_ddp_cpu_two_processes_share_one_run_folder_and_synchronise_metrics(tmp_path):
-    run_cli("derain-train", *DDP, "trainer=ddp_cpu", cwd=tmp_path)
+    # the learning rate follows rank 0's clock (a broadcast every step on both ranks)
+    follow_time = [
+        "scheduler=cosine",
+        "scheduler.follow_max_time=true",
+        "trainer.max_time=00:00:30:00",
+    ]
+    run_cli("derain-train", *DDP, "trainer=ddp_cpu", *follow_time, cwd=tmp_path)
     (run,) = run_dirs(tmp_path)  # one output folder, not one per process
     # both ranks ran: rank 1 logged its own job log into the shared folder
     assert (run / "train_ddp_process_1.log").is_file()
