@@ -101,6 +101,7 @@ def test_max_time_fraction_reads_the_trainers_time_limit():
     class FakeTrainer:
         def __init__(self, callbacks):
             self.callbacks = callbacks
+            self.world_size = 1
 
     assert max_time_fraction(FakeTrainer([])) is None
     assert max_time_fraction(FakeTrainer([Timer(duration=None)])) is None

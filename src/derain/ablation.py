@@ -123,8 +123,8 @@ SCALES: dict[str, Scale] = {
         profile_size=256,
         latency_runs=5,
         description="the CPU demo recipe (elf_tiny, 64-px patches, batch 8, cosine schedule) "
-        "with the paper's loss weights, cut to 400 steps per variant, tested on the full synthetic test sets: 3-8 minutes a "
-        "variant on 2 CPU cores",
+        "with the paper's loss weights, cut to 400 steps per variant, tested on the full "
+        "synthetic test sets: 3-8 minutes a variant on 2 CPU cores",
     ),
 }
 

@@ -79,7 +79,7 @@ def max_time_fraction(trainer: Any) -> Callable[[], float] | None:
     def fraction() -> float:
         elapsed = timer.time_elapsed("train")
         share = elapsed / max(1e-9, elapsed + timer.time_remaining("train"))
-        if getattr(trainer, "world_size", 1) > 1:
+        if trainer.world_size > 1:
             share = float(trainer.strategy.broadcast(share, src=0))
         return share
 
@@ -179,10 +179,8 @@ class DerainModule(pl.LightningModule):
         factory = instantiate(sched["scheduler"])
         if sched["scheduler"].get("_target_", "").endswith("warmup_cosine"):
             total = sched["scheduler"].get("total_steps") or self.trainer.estimated_stepping_batches
-            extra = {}
-            if sched.get("follow_max_time"):
-                extra["elapsed_fraction"] = max_time_fraction(self.trainer)
-            scheduler = factory(optimizer, total_steps=int(total), **extra)
+            follow = max_time_fraction(self.trainer) if sched.get("follow_max_time") else None
+            scheduler = factory(optimizer, total_steps=int(total), elapsed_fraction=follow)
         else:
             scheduler = factory(optimizer)
         return {

@@ -8,7 +8,7 @@ Both subnets associate a transformer branch with a convolution U-Net branch (`As
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from derain.models.blocks import (
 )
 
 Head = Literal["background", "rain", "detail"]
-HEADS: tuple[str, ...] = ("background", "rain", "detail")
+HEADS: tuple[str, ...] = get_args(Head)
 
 
 class ELFOutput(NamedTuple):
