@@ -79,6 +79,16 @@ def test_every_parameter_gets_a_finite_gradient(head):
     assert sum(p.grad.abs().sum() for p in model.parameters()) > 0
 
 
+def test_a_black_image_gives_finite_gradients():
+    # all-zero features reach the attention's cosine norms; their gradient must not be NaN
+    torch.manual_seed(0)
+    model = ELF.from_preset("elf_tiny")
+    black, clean = torch.zeros(2, 3, 32, 32), torch.full((2, 3, 32, 32), 0.1)
+    (model(black).image - clean).square().mean().backward()
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
+    assert not bad, bad
+
+
 def test_same_seed_gives_same_weights_and_output():
     x = torch.rand(1, 3, 32, 32)
     outputs = []

@@ -207,9 +207,10 @@ def transposed_attention(
     q, k, v = (t.permute(0, 2, 3, 1).reshape(b, h * w, heads, c // heads) for t in (q, k, v))
     # Cosine similarity as the dot products over pixels divided by the two norms afterwards: the
     # division (and the temperature) then touch the small C/heads × C/heads matrix, not q and k.
-    # The norms are clamped like F.normalize's (eps 1e-12).
-    q_norm = q.square().sum(dim=1).sqrt().clamp_min(1e-12)  # B × heads × C/heads
-    k_norm = k.square().sum(dim=1).sqrt().clamp_min(1e-12)
+    # The norms are clamped like F.normalize's (eps 1e-12); vector_norm's gradient at a zero
+    # vector is 0, where sqrt(sum of squares) gives inf·0 = NaN (all-black inputs hit this).
+    q_norm = torch.linalg.vector_norm(q, dim=1).clamp_min(1e-12)  # B × heads × C/heads
+    k_norm = torch.linalg.vector_norm(k, dim=1).clamp_min(1e-12)
     dots = q.permute(0, 2, 3, 1) @ k.transpose(1, 2)  # B × heads × C/heads × C/heads
     scale = temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
     attn = torch.softmax(dots * scale, dim=-1)
