@@ -182,3 +182,44 @@ def test_from_checkpoint_restores_the_weights(tmp_path):
     x = torch.rand(1, 3, 24, 24)
     with torch.no_grad():
         torch.testing.assert_close(restored.model.eval()(x).image, module.model.eval()(x).image)
+
+
+class RecordWeights(Callback):
+    """Copies the trained (not averaged) weights after every optimiser step."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.snapshots.append({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
+
+
+def test_ema_callback_keeps_the_exponential_average_of_every_step_and_ends_with_it():
+    from derain.callbacks import EMA
+
+    decay = 0.7
+    recorder = RecordWeights()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[recorder, EMA(decay=decay)],
+        limit_val_batches=0,
+    )
+    module = DerainModule(
+        model=TINY_MODEL, optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-2}
+    )
+    trainer.fit(module, datamodule=_datamodule())
+    assert len(recorder.snapshots) == 5
+    expected = dict(recorder.snapshots[0])  # the first update copies the weights
+    for snapshot in recorder.snapshots[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * v for k, v in snapshot.items()}
+    final = module.state_dict()  # training ends with the average copied into the module
+    assert final.keys() == expected.keys()
+    for name, value in final.items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    # the weights really moved, so the average differs from the last trained weights
+    last = recorder.snapshots[-1]
+    assert any(not torch.allclose(final[k], last[k]) for k in final if final[k].is_floating_point())

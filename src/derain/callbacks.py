@@ -8,7 +8,37 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+import torch
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+
+class EMA(EMAWeightAveraging):
+    """Lightning's `EMAWeightAveraging`, updating all weights at once with foreach kernels.
+
+    The parent averages tensor by tensor; with the hundreds of small tensors of a compact network
+    that costs more than the optimiser step (56 ms against 17 ms per update for elf_tiny on one
+    CPU thread). Same arguments, same averages (to float rounding), same checkpoints.
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str | int | None = None,
+        use_buffers: bool = True,
+        decay: float = 0.999,
+        update_every_n_steps: int = 1,
+        update_starting_at_step: int | None = None,
+        update_starting_at_epoch: int | None = None,
+    ) -> None:
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
+        WeightAveraging.__init__(
+            self, device=device, use_buffers=use_buffers, multi_avg_fn=get_ema_multi_avg_fn(decay)
+        )
+        self.decay = decay
+        self.update_every_n_steps = update_every_n_steps
+        self.update_starting_at_step = update_starting_at_step
+        self.update_starting_at_epoch = update_starting_at_epoch
 
 
 class ThroughputRecorder(Callback):

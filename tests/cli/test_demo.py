@@ -21,7 +21,10 @@ def test_demo_trains_for_a_time_budget_of_about_ten_minutes(compose_config):
     assert cfg.scheduler.follow_max_time is True
     assert cfg.scheduler.scheduler._target_.endswith("warmup_cosine")
     assert cfg.model.width == 24  # elf_tiny
+    # two single-thread DDP processes on CPU, 4 patches each: batch 8 in all
     assert cfg.trainer.accelerator == "cpu"
+    assert (cfg.trainer.devices, cfg.trainer.strategy) == (2, "ddp")
+    assert cfg.data.batch_size * cfg.trainer.devices == 8
 
 
 def test_demo_learning_rate_reaches_its_floor_when_the_time_runs_out(tmp_path):

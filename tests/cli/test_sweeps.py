@@ -52,3 +52,21 @@ def test_optuna_search_runs_its_trials_and_reports_the_best(tmp_path):
     assert set(best["best_params"]) == {"optimizer.lr", "loss.edge_weight"}  # width fixed by TINY
     assert 0 < best["best_value"] < 100  # a PSNR in dB
     assert "Best value" in proc.stdout + proc.stderr
+
+
+def test_optuna_search_refuses_trials_on_several_processes(tmp_path):
+    # the demo trains on two DDP processes; a sampler's trials cannot be relaunched that way
+    proc = run_cli(
+        "derain-train",
+        "-m",
+        "experiment=demo",
+        *TINY,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=1",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode != 0
+    message = proc.stdout + proc.stderr
+    assert "trainer.devices=2" in message and "trainer=cpu data.batch_size=8" in message
+    assert "Initializing distributed" not in message  # refused before any process started

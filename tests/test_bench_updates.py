@@ -1,0 +1,50 @@
+"""benchmarks/bench_updates.py: the two EMA updates it times compute the same average."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging
+
+from derain.callbacks import EMA
+from derain.models import ELF
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_updates.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("derain_bench_updates", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_timed_ema_updates_agree_so_the_speed_comparison_is_fair():
+    bench = _load()
+    torch.manual_seed(0)
+    model = ELF(width=8, depth=1)
+    per_tensor = bench.averaged_model(EMAWeightAveraging(decay=0.9), model)
+    foreach = bench.averaged_model(EMA(decay=0.9), model)
+    assert foreach.multi_avg_fn is not None and per_tensor.multi_avg_fn is None
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        per_tensor.update_parameters(model)
+        foreach.update_parameters(model)
+    moved = False
+    for a, b, now in zip(
+        per_tensor.module.parameters(), foreach.module.parameters(), model.parameters(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        moved |= not torch.allclose(a, now)
+    assert moved  # an average, not a copy of the current weights
+
+
+def test_script_prints_both_speed_ups(capsys):
+    assert _load().main(["--rounds", "1", "--calls", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ms per update") == 4
+    assert out.count("speed-up") == 2
