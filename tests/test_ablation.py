@@ -78,6 +78,9 @@ def test_full_scale_budget_is_a_step_count_not_a_time_limit(tmp_path):
     assert cfg.trainer.max_steps >= 400
     assert cfg.model.width == 24  # elf_tiny, the CPU demo's network
     assert cfg.loss.ssim_weight == 0.15  # the paper's loss, not the demo's
+    # in-process training (notebooks) on one process, with the demo's batch of 8 in all
+    assert cfg.trainer.devices == 1 and cfg.trainer.get("strategy", "auto") == "auto"
+    assert cfg.data.batch_size == 8
 
 
 def test_unknown_variant_and_scale_name_the_choices(tmp_path):

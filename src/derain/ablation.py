@@ -110,6 +110,10 @@ SCALES: dict[str, Scale] = {
         "full",
         (
             "experiment=demo",
+            # one process (the demo runs two DDP processes, which a notebook cannot start), with
+            # the demo's batch of 8 in all
+            "trainer=cpu",
+            "data.batch_size=8",
             "trainer.max_steps=400",
             # a time guard would give variants that run slower (or share a busy machine) fewer
             # steps; the budget is the step count alone
