@@ -10,6 +10,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from derain.data import DerainDataModule, SyntheticSet
+from derain.inference.ensemble import ensemble_transforms, self_ensemble
+from derain.metrics import psnr
 from derain.module import DerainModule, NonFiniteLossError, warmup_cosine
 
 TINY_MODEL = {"_target_": "derain.models.ELF", "width": 8, "depth": 1}
@@ -223,3 +225,41 @@ def test_ema_callback_keeps_the_exponential_average_of_every_step_and_ends_with_
     # the weights really moved, so the average differs from the last trained weights
     last = recorder.snapshots[-1]
     assert any(not torch.allclose(final[k], last[k]) for k in final if final[k].is_floating_point())
+
+
+@pytest.mark.parametrize("ensemble", ["flips", "d4"])
+def test_testing_with_a_self_ensemble_scores_it_and_also_the_single_pass(ensemble):
+    torch.manual_seed(0)
+    module = DerainModule(model=TINY_MODEL, test_ensemble=ensemble)
+    datamodule = DerainDataModule(
+        train=SyntheticSet("train"),
+        test={"light": SyntheticSet("test", max_side=40)},
+        batch_size=1,
+        num_workers=0,
+    )
+    passes = []
+    module.model.register_forward_hook(lambda m, args, out: passes.append(args[0].shape))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    result = module.test_results["light"]
+
+    images = datamodule.test_sets[0]
+    assert len(passes) == len(images) * (1 + len(ensemble_transforms(ensemble)))
+    single, averaged = [], []
+    with torch.no_grad():
+        for i in range(len(images)):
+            item = images[i]
+            x, clean = item["rainy"][None], item["clean"][None]
+            single.append(psnr(module(x).image.clamp(0, 1), clean, channel="y"))
+            mean = self_ensemble(lambda t: module(t).image, x, ensemble_transforms(ensemble))
+            averaged.append(psnr(mean.clamp(0, 1), clean, channel="y"))
+    assert result["single_psnr"] == pytest.approx(float(torch.cat(single).mean()), abs=1e-4)
+    assert result["psnr"] == pytest.approx(float(torch.cat(averaged).mean()), abs=1e-4)
+    assert abs(result["psnr"] - result["single_psnr"]) > 1e-3  # an untrained net is not symmetric
+    rows = [r for r in module.test_per_image if r["set"] == "light"]
+    assert [r["single_psnr"] for r in rows] == pytest.approx([float(s) for s in single], abs=1e-4)
+
+
+def test_an_unknown_test_ensemble_fails_when_the_module_is_built():
+    with pytest.raises(ValueError, match="unknown self-ensemble 'x8'"):
+        DerainModule(model=TINY_MODEL, test_ensemble="x8")

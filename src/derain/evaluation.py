@@ -13,13 +13,21 @@ import numpy as np
 from derain.visualize import save_panel
 
 COLUMNS = ("input_psnr", "input_ssim", "psnr", "ssim")
+SINGLE_COLUMNS = ("single_psnr", "single_ssim")
+"""Present when the output was a self-ensemble: the same network's single-pass scores."""
+
+
+def _columns(results: dict[str, dict[str, float]]) -> tuple[str, ...]:
+    if results and all(all(k in r for k in SINGLE_COLUMNS) for r in results.values()):
+        return COLUMNS + SINGLE_COLUMNS
+    return COLUMNS
 
 
 def with_mean(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     """Adds the row "mean": the unweighted mean of the per-set means (the papers' "average")."""
     if not results:
         return {}
-    mean = {k: statistics.fmean(r[k] for r in results.values()) for k in COLUMNS}
+    mean = {k: statistics.fmean(r[k] for r in results.values()) for k in _columns(results)}
     mean["images"] = sum(int(r["images"]) for r in results.values())
     return {**results, "mean": mean}
 
@@ -27,18 +35,35 @@ def with_mean(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float
 def markdown_table(results: dict[str, dict[str, float]], title: str | None = None) -> str:
     """A Markdown table: one row per test set and the unweighted mean, PSNR in dB."""
     rows = with_mean(results)
+    single = _columns(results) != COLUMNS
     lines = [f"## {title}", ""] if title else []
-    lines += [
-        "| set | images | input PSNR | input SSIM | PSNR | SSIM | ΔPSNR |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    header = "| set | images | input PSNR | input SSIM | PSNR | SSIM | ΔPSNR |"
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    if single:
+        header += " single-pass PSNR | single-pass SSIM | single-pass ΔPSNR |"
+        rule += " ---: | ---: | ---: |"
+    lines += [header, rule]
     for name, r in rows.items():
         label = "**mean over sets**" if name == "mean" else name
-        lines.append(
+        line = (
             f"| {label} | {int(r['images'])} | {r['input_psnr']:.2f} | {r['input_ssim']:.4f} | "
             f"{r['psnr']:.2f} | {r['ssim']:.4f} | {r['psnr'] - r['input_psnr']:+.2f} |"
         )
+        if single:
+            line += (
+                f" {r['single_psnr']:.2f} | {r['single_ssim']:.4f} | "
+                f"{r['single_psnr'] - r['input_psnr']:+.2f} |"
+            )
+        lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def ensemble_description(name: str) -> str:
+    """Words for a named self-ensemble in result tables."""
+    return {
+        "d4": "the 8 flips/rotations (×8 self-ensemble)",
+        "flips": "the 4 orientation-keeping flips (×4 self-ensemble)",
+    }.get(name, f"self-ensemble {name!r}")
 
 
 def write_results(
@@ -57,9 +82,16 @@ def write_results(
         else "RGB PSNR/SSIM"
     )
     title = metadata.get("title", "Evaluation")
+    ensemble = metadata.get("ensemble")
+    restored = (
+        f"; outputs are the mean over {ensemble_description(ensemble)} (single-pass scores "
+        "in the last columns)"
+        if ensemble
+        else ""
+    )
     md = (
         markdown_table(results, title)
-        + f"\n{protocol}; checkpoint: `{metadata.get('ckpt_path')}`\n"
+        + f"\n{protocol}{restored}; checkpoint: `{metadata.get('ckpt_path')}`\n"
     )
     paths = {
         "markdown": out / "results.md",
@@ -73,7 +105,10 @@ def write_results(
         )
     )
     with paths["csv"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["set", "name", "input_psnr", "psnr", "ssim"])
+        fields = ["set", "name", "input_psnr", "psnr", "ssim"]
+        if per_image and all("single_psnr" in row for row in per_image):
+            fields.append("single_psnr")
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         for row in per_image:
             writer.writerow({k: row[k] for k in writer.fieldnames})

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from derain.data.io import write_image
+from derain.inference.ensemble import ensemble_transforms, self_ensemble
 from derain.losses import ELFLoss
 from derain.metrics import PSNR, SSIM, psnr, ssim
 from derain.visualize import make_panel, save_panel
@@ -107,6 +108,10 @@ class DerainModule(pl.LightningModule):
             "frequency": int}.
         metric_channel: "y" (papers' protocol) or "rgb".
         panel_images: how many validation images of the first set go into the logged panel.
+        test_ensemble: None (one pass), or a self-ensemble for testing: "d4" (mean over the 8
+            flips/rotations) or "flips" (the 4 that keep streaks' orientation). The test then
+            scores the ensemble and also the single pass (`single_psnr`, `single_ssim`);
+            validation stays one pass.
 
     Speed switches (memory layout, torch.compile) belong to the network's config:
     `model.channels_last`, `model.compile` (see `derain.models.ELF`).
@@ -120,8 +125,11 @@ class DerainModule(pl.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         metric_channel: str = "y",
         panel_images: int = 4,
+        test_ensemble: str | None = None,
     ) -> None:
         super().__init__()
+        if test_ensemble is not None:
+            ensemble_transforms(test_ensemble)  # unknown names fail here, not after training
         self.save_hyperparameters(
             {
                 "model": _plain(model),
@@ -130,6 +138,7 @@ class DerainModule(pl.LightningModule):
                 "scheduler": _plain(scheduler),
                 "metric_channel": metric_channel,
                 "panel_images": panel_images,
+                "test_ensemble": test_ensemble,
             }
         )
         self.model: nn.Module = instantiate(self.hparams.model)
@@ -150,6 +159,11 @@ class DerainModule(pl.LightningModule):
         metrics = {"psnr": PSNR(channel=channel), "ssim": SSIM(channel=channel)}
         if with_input:
             metrics |= {"input_psnr": PSNR(channel=channel), "input_ssim": SSIM(channel=channel)}
+            if self.hparams.get("test_ensemble"):
+                metrics |= {
+                    "single_psnr": PSNR(channel=channel),
+                    "single_ssim": SSIM(channel=channel),
+                }
         return MetricCollection(metrics)
 
     def setup(self, stage: str) -> None:
@@ -259,6 +273,15 @@ class DerainModule(pl.LightningModule):
         _, restored = self._restore(batch["rainy"])
         rainy, clean = batch["rainy"].float().clamp(0, 1), batch["clean"]
         metrics = self.test_metrics[dataloader_idx]
+        single = None
+        if "single_psnr" in metrics:
+            single = restored
+            metrics["single_psnr"].update(single, clean)
+            metrics["single_ssim"].update(single, clean)
+            transforms = ensemble_transforms(self.hparams.test_ensemble)
+            restored = self_ensemble(lambda t: self(t).image, batch["rainy"], transforms).clamp(
+                0, 1
+            )
         metrics["psnr"].update(restored, clean)
         metrics["ssim"].update(restored, clean)
         metrics["input_psnr"].update(rainy, clean)
@@ -274,9 +297,12 @@ class DerainModule(pl.LightningModule):
                 strict=True,
             )
         ):
-            self.test_per_image.append(
-                {"set": set_name, "name": names[i], "psnr": p, "ssim": s, "input_psnr": ip}
-            )
+            row = {"set": set_name, "name": names[i], "psnr": p, "ssim": s, "input_psnr": ip}
+            if single is not None:
+                row["single_psnr"] = float(
+                    psnr(single[i : i + 1], clean[i : i + 1], channel=channel)
+                )
+            self.test_per_image.append(row)
         per_set = max(1, self.hparams.panel_images // len(self.test_set_names))
         examples = self._test_panel.setdefault(set_name, [])
         for i in range(len(restored)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from derain.evaluation import markdown_table, write_results
+from derain.inference.ensemble import ensemble_transforms
 from derain.models import optimize
 from derain.module import DerainModule
 from derain.profiling import retain_freed_memory
@@ -148,6 +150,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 torch.distributed.destroy_process_group()
             if not trainer.is_global_zero:
                 return result
+            _use_idle_cores(trainer.world_size)
             tester = instantiate(
                 cfg.trainer,
                 devices=1,
@@ -160,12 +163,24 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             "title": f"{cfg.task_name}: {cfg.run_name}",
             "ckpt_path": str(last) if last.is_file() else ckpt_path,
             "metric_channel": module.hparams.metric_channel,
+            "ensemble": module.hparams.get("test_ensemble"),
             "model": OmegaConf.to_container(cfg.model, resolve=True),
         }
         paths = _run_test(tester, module, datamodule, out_dir, metadata)
         result["paths"] = {k: str(v) for k, v in paths.items()}
         result["test"] = module.test_results
     return result
+
+
+_USER_THREADS = os.environ.get("OMP_NUM_THREADS")
+"""The user's OMP_NUM_THREADS, read before Lightning's DDP sets it (to cores / processes)."""
+
+
+def _use_idle_cores(world_size: int) -> None:
+    """After a DDP run, the first process tests alone: on CPU, give it the threads the other
+    processes had, unless the user pinned OMP_NUM_THREADS."""
+    if _USER_THREADS is None:
+        torch.set_num_threads(max(1, torch.get_num_threads() * world_size))
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -184,6 +199,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     module.hparams.metric_channel = cfg.metric_channel
     module.hparams.panel_images = cfg.panel_images
+    if cfg.get("ensemble"):
+        ensemble_transforms(cfg.ensemble)  # an unknown name fails before any image is read
+    module.hparams.test_ensemble = cfg.get("ensemble") or None
     if cfg.save_images:
         module.save_images_dir = out_dir / "images"
     datamodule = instantiate(cfg.data)
@@ -193,6 +211,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "title": f"{cfg.task_name}: {Path(ckpt_path).name}",
         "ckpt_path": str(ckpt_path),
         "metric_channel": cfg.metric_channel,
+        "ensemble": module.hparams.test_ensemble,
         "model": torch.load(ckpt_path, map_location="cpu", weights_only=True)["hyper_parameters"][
             "model"
         ],

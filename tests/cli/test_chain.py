@@ -60,3 +60,19 @@ def test_synth_train_eval_score_agree_on_the_same_images(tmp_path):
     scores = json.loads((out / "scores.json").read_text())
     assert abs(scores["psnr"] - evaluated["psnr"]) < 1e-6
     assert abs(scores["ssim"] - evaluated["ssim"]) < 1e-6
+
+    # a self-ensembled evaluation reports the single pass too, equal to the plain one
+    run_cli(
+        "derain-eval",
+        f"ckpt_path={ckpt}",
+        "data=paired",
+        f"data.root={root}",
+        "ensemble=flips",
+        "run_name=flips",
+        cwd=tmp_path,
+    )
+    flips_run = tmp_path / "logs" / "eval" / "runs" / "flips"
+    ensembled = json.loads((flips_run / "results.json").read_text())["sets"]["test"]
+    assert abs(ensembled["single_psnr"] - evaluated["psnr"]) < 1e-6
+    assert ensembled["psnr"] != ensembled["single_psnr"]
+    assert "×4 self-ensemble" in (flips_run / "results.md").read_text()

@@ -210,23 +210,42 @@ def test_sets_without_rain_layer_give_batches_without_rain(tmp_path, files):
     assert set(batch) == {"rainy", "clean", "name"}
 
 
-def test_d4_gives_all_eight_orientations_identically_to_each_image(tmp_path, examples):
+def _augmented_cleans(tmp_path, examples, augment: str, epochs: int):
+    """Training crops (40² of a 40-px-wide image, so only the flips vary) of one pair with a rain
+    layer, checked to be flipped identically; returns the clean image and the clean crops."""
     square = {role: getattr(examples[0], role)[:, :40] for role in ("rainy", "clean", "rain")}
     for folder, role in [("input", "rainy"), ("target", "clean"), ("rain_layer", "rain")]:
         write_image(tmp_path / folder / "a.png", square[role])
-    dataset = PairedDataset(find_pairs(tmp_path), train=True, patch_size=40)
-    orientations = [np.rot90(square["clean"], k) for k in range(4)]
-    orientations += [np.fliplr(o) for o in orientations]
-    seen = set()
-    for epoch in range(48):
+    dataset = PairedDataset(find_pairs(tmp_path), train=True, patch_size=40, augment=augment)
+    crops = []
+    for epoch in range(epochs):
         item = dataset[TrainKey(0, epoch, 40)]
         assert (
             _unclipped_difference({key: item[key][None] for key in ("rainy", "clean", "rain")})
             < 1e-6
         )
-        clean = item["clean"].permute(1, 2, 0).numpy()
-        seen.update(k for k, o in enumerate(orientations) if np.array_equal(o, clean))
+        crops.append(item["clean"].permute(1, 2, 0).numpy())
+    return square["clean"], crops
+
+
+def test_d4_gives_all_eight_orientations_identically_to_each_image(tmp_path, examples):
+    clean, crops = _augmented_cleans(tmp_path, examples, "d4", 48)
+    orientations = [np.rot90(clean, k) for k in range(4)]
+    orientations += [np.fliplr(o) for o in orientations]
+    seen = {k for crop in crops for k, o in enumerate(orientations) if np.array_equal(o, crop)}
     assert seen == set(range(8))
+
+
+def test_flips_give_the_four_orientation_keeping_flips_evenly_and_identically(tmp_path, examples):
+    clean, crops = _augmented_cleans(tmp_path, examples, "flips", 200)
+    flips = [clean, np.fliplr(clean), np.flipud(clean), np.flipud(np.fliplr(clean))]
+    counts = [0] * 4
+    for crop in crops:
+        (index,) = [k for k, f in enumerate(flips) if np.array_equal(f, crop)]  # never a turn
+        counts[index] += 1
+    # each flip about a quarter of the time (binomial sd ≈ 6; two separate flip transforms
+    # would draw in lockstep and give only the first and last)
+    assert min(counts) > 30, counts
 
 
 def test_training_set_spec_must_be_a_path_or_a_set():

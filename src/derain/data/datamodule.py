@@ -90,7 +90,8 @@ class DerainDataModule(LightningDataModule):
         patch_sizes: progressive schedule: patch side per stage (overrides `patch_size`).
         batch_sizes: progressive schedule: batch size per stage (overrides `batch_size`).
         milestones: progressive schedule: iteration at which each stage after the first starts.
-        augment: training flips: "d4" (8 flips/rotations), "hflip" or "none".
+        augment: training flips: "d4" (8 flips/rotations), "flips" (left-right and top-bottom,
+            which keep streaks' orientation), "hflip" or "none".
         num_workers: loader processes; None takes one per CPU core, at most 8.
         pin_memory: pin batches in page-locked memory; None pins when CUDA is available.
         limit: use at most this many pairs/tiles/images per set, evenly spaced (quick runs).

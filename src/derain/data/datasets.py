@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 
-Augment = Literal["d4", "hflip", "none"]
+Augment = Literal["d4", "flips", "hflip", "none"]
+AUGMENTS: tuple[str, ...] = get_args(Augment)
 Item = dict[str, torch.Tensor | str]
 
 _STAGE_KEYS = {"train": 0, "val": 1, "test": 2}
@@ -36,13 +37,14 @@ class PairTransform:
     """Random patch crop plus flips/rotations, applied identically to rainy, clean and rain.
 
     Args:
-        augment: "d4" (the 8 flips/rotations), "hflip" (left-right flip only, keeps rain
-            falling downwards) or "none".
+        augment: "d4" (the 8 flips/rotations), "flips" (left-right and top-bottom flips: the 4
+            symmetries that keep near-vertical streaks near-vertical), "hflip" (left-right
+            flip only, keeps rain falling downwards) or "none".
     """
 
     def __init__(self, augment: Augment = "d4") -> None:
-        if augment not in ("d4", "hflip", "none"):
-            raise ValueError(f"augment must be 'd4', 'hflip' or 'none', got {augment!r}")
+        if augment not in AUGMENTS:
+            raise ValueError(f"augment must be one of {', '.join(AUGMENTS)}, got {augment!r}")
         self.augment = augment
         self._by_patch_size: dict[int, A.Compose] = {}
 
@@ -68,7 +70,24 @@ class PairTransform:
 
     def _compose(self, patch_size: int) -> A.Compose:
         if patch_size not in self._by_patch_size:
-            flips = {"d4": [A.D4(p=1.0)], "hflip": [A.HorizontalFlip(p=0.5)], "none": []}
+            flips = {
+                "d4": [A.D4(p=1.0)],
+                # one draw picks among the four: separate HorizontalFlip and VerticalFlip in one
+                # Compose draw in lockstep (albumentations 2), giving only identity and half turn
+                "flips": [
+                    A.OneOf(
+                        [
+                            A.NoOp(p=1.0),
+                            A.HorizontalFlip(p=1.0),
+                            A.VerticalFlip(p=1.0),
+                            A.Sequential([A.HorizontalFlip(p=1.0), A.VerticalFlip(p=1.0)], p=1.0),
+                        ],
+                        p=1.0,
+                    )
+                ],
+                "hflip": [A.HorizontalFlip(p=0.5)],
+                "none": [],
+            }
             self._by_patch_size[patch_size] = A.Compose(
                 [
                     A.PadIfNeeded(patch_size, patch_size, border_mode=cv2.BORDER_REFLECT_101),

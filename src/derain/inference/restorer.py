@@ -24,7 +24,8 @@ from PIL import Image
 from torch import Tensor
 
 from derain.inference.checkpoint import load_model
-from derain.inference.ensemble import self_ensemble as mean_over_dihedral
+from derain.inference.ensemble import ensemble_transforms
+from derain.inference.ensemble import self_ensemble as ensemble_mean
 from derain.inference.tiling import axis_tiles, parse_memory_size, round_up, tiled_apply
 from derain.models import ELF
 from derain.profiling import peak_activation_bytes
@@ -105,7 +106,9 @@ class Restorer:
         tile: tile side in pixels (a multiple of the model's padding multiple, 16); None chooses
             tiles automatically, only for images that would not fit `max_memory` in one pass.
         overlap: least overlap of neighbouring tiles in pixels, blended smoothly.
-        self_ensemble: average the predictions over the 8 flips/rotations (8× the time).
+        self_ensemble: average the predictions over flips/rotations: True or "d4" (all 8, 8×
+            the time), "flips" (the 4 that keep streaks' orientation, 4×: for networks trained
+            with `data.augment=flips`, like the demo's), False for one pass.
         precision: "fp32", "bf16" (autocast; CPU or GPU) or "fp16" (autocast; GPU only).
         max_memory: working-memory budget per image (bytes or "2GB", "512MiB"...; see
             `TilePlan.estimated_bytes`); None: 2 GB on CPU, 80% of the free GPU memory.
@@ -119,7 +122,7 @@ class Restorer:
         device: str | torch.device = "auto",
         tile: int | None = None,
         overlap: int = 32,
-        self_ensemble: bool = False,
+        self_ensemble: bool | str = False,
         precision: str = "fp32",
         max_memory: int | str | None = None,
     ) -> None:
@@ -129,6 +132,9 @@ class Restorer:
         _check_tiling(tile, overlap, self.multiple)
         self.tile = tile
         self.overlap = overlap
+        if self_ensemble is True:
+            self_ensemble = "d4"
+        self.ensemble = ensemble_transforms(self_ensemble) if self_ensemble else None
         self.self_ensemble = bool(self_ensemble)
         self.precision = precision
         self._autocast_dtype = _autocast_dtype(precision, self.device)
@@ -210,8 +216,8 @@ class Restorer:
         self.last_plan = plan
         network_rain = with_rain and self.model.head == "rain"
         predict = partial(self._predict, with_rain=network_rain)
-        if self.self_ensemble:
-            predict = partial(mean_over_dihedral, predict)
+        if self.ensemble is not None:
+            predict = partial(ensemble_mean, predict, transforms=self.ensemble)
         with torch.inference_mode(), self._autocast():
             if plan.tile is None:
                 out = predict(x).float()
@@ -262,7 +268,7 @@ def load(
     device: str | torch.device = "auto",
     tile: int | None = None,
     overlap: int = 32,
-    self_ensemble: bool = False,
+    self_ensemble: bool | str = False,
     precision: str = "fp32",
     max_memory: int | str | None = None,
 ) -> Restorer:
