@@ -289,6 +289,7 @@ class DerainModule(pl.LightningModule):
         channel = self.hparams.metric_channel
         names = batch.get("name") or [f"{batch_idx:05d}_{i}" for i in range(len(restored))]
         set_name = self.test_set_names[dataloader_idx]
+        single_psnrs = None if single is None else psnr(single, clean, channel=channel).tolist()
         for i, (p, s, ip) in enumerate(
             zip(
                 psnr(restored, clean, channel=channel).tolist(),
@@ -298,10 +299,8 @@ class DerainModule(pl.LightningModule):
             )
         ):
             row = {"set": set_name, "name": names[i], "psnr": p, "ssim": s, "input_psnr": ip}
-            if single is not None:
-                row["single_psnr"] = float(
-                    psnr(single[i : i + 1], clean[i : i + 1], channel=channel)
-                )
+            if single_psnrs is not None:
+                row["single_psnr"] = single_psnrs[i]
             self.test_per_image.append(row)
         per_set = max(1, self.hparams.panel_images // len(self.test_set_names))
         examples = self._test_panel.setdefault(set_name, [])

@@ -135,7 +135,6 @@ class Restorer:
         if self_ensemble is True:
             self_ensemble = "d4"
         self.ensemble = ensemble_transforms(self_ensemble) if self_ensemble else None
-        self.self_ensemble = bool(self_ensemble)
         self.precision = precision
         self._autocast_dtype = _autocast_dtype(precision, self.device)
         self.max_memory = (
