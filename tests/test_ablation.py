@@ -37,6 +37,7 @@ INTENDED = {
     "no_mam": {"cross_attention": False},
     "no_rain_prior": {"rain_prior": False},
     "rain_head": {"head": "rain"},
+    "background_head": {"head": "background"},
 }
 
 
@@ -219,7 +220,7 @@ def test_attention_maps_refuse_networks_without_cross_attention(switches, settin
         attention_maps(_tiny_elf(**switches), torch.rand(1, 3, 16, 16))
 
 
-@pytest.mark.parametrize("head", ["background", "rain"])
+@pytest.mark.parametrize("head", ["refined_rain", "background", "rain"])
 def test_restoration_layers_split_the_rainy_image(head):
     model = _tiny_elf(head=head)
     clean = torch.rand(1, 3, 30, 40)

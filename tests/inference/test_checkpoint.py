@@ -80,7 +80,8 @@ def test_a_foreign_target_in_safetensors_metadata_is_refused(tmp_path, tiny_mode
     from safetensors.torch import save_file
 
     path = tmp_path / "foreign.safetensors"
-    save_file(tiny_model.state_dict(), str(path), metadata={"model": '{"_target_": "os.system"}'})
+    tensors = {k: v.clone() for k, v in tiny_model.state_dict().items()}  # shared PReLUs copied
+    save_file(tensors, str(path), metadata={"model": '{"_target_": "os.system"}'})
     with pytest.raises(CheckpointError, match="_target_='os.system'"):
         load_model(path)
 
@@ -120,3 +121,26 @@ def test_a_run_trained_with_compiled_blocks_loads_uncompiled_in_its_layout(tmp_p
         assert not [m for m in model.modules() if getattr(m, "_compiled_call_impl", None)]
         assert model.channels_last is False
         assert _same_weights(model, tiny_model)
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+def test_save_checkpoint_round_trips_and_a_failed_write_keeps_the_old_file(
+    tmp_path, tiny_model, suffix, monkeypatch
+):
+    from derain.inference import checkpoint, save_checkpoint
+
+    path = save_checkpoint(tiny_model, tmp_path / f"model{suffix}")
+    x = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(path)(x).image, tiny_model.eval()(x).image)
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", fail)
+    monkeypatch.setattr(checkpoint, "save_model", fail)
+    with pytest.raises(OSError, match="No space"):
+        save_checkpoint(tiny_model, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]

@@ -1,9 +1,12 @@
 """The straightforward ELF: each block written as the specification reads, in NCHW order.
 
-This is what `derain.models` computed before it was optimised (issue 7), kept here only so tests
-can check that the fast network computes the same thing: same parameter names and shapes (a
-state dict loads into either), outputs equal to float rounding. No memory-format tricks, no
-in-place operations, attention with F.normalize, LayerNorm written out over channels.
+The structure of the authors' published network (it reproduces their outputs from their weights:
+tests/models/test_authors.py), without `derain.models`' speed work, kept so tests can check that
+the fast network computes the same thing: same parameter names and shapes (a state dict loads
+into either), outputs equal to float rounding. No memory-format tricks, no in-place operations,
+attention with F.normalize, LayerNorm written out over channels. It stands for the authors' code
+in speed comparisons (`benchmarks/bench.py --straightforward`): the same operations in the same
+order, timed in the same process.
 """
 
 from __future__ import annotations
@@ -69,11 +72,11 @@ class ChannelAttention(nn.Module):
 
 
 class CAB(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: nn.Module | None = None) -> None:
         super().__init__()
         self.body = nn.Sequential(
             conv3x3(channels, channels),
-            nn.PReLU(),
+            act if act is not None else nn.PReLU(),
             conv3x3(channels, channels),
             ChannelAttention(channels),
         )
@@ -108,11 +111,11 @@ class Fuse4(nn.Module):
 
 
 class LightCAB(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: nn.Module) -> None:
         super().__init__()
         self.body = nn.Sequential(
             DepthwiseSeparableConv(channels, channels),
-            nn.PReLU(),
+            act,
             DepthwiseSeparableConv(channels, channels),
             ChannelAttention(channels),
         )
@@ -228,9 +231,9 @@ class TransformerBranch(nn.Module):
 
 
 class EncoderLevel(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: nn.Module) -> None:
         super().__init__()
-        self.cab = LightCAB(channels)
+        self.cab = LightCAB(channels, act)
         self.fuse = Fuse2(channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -238,10 +241,10 @@ class EncoderLevel(nn.Module):
 
 
 class DecoderLevel(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: nn.Module) -> None:
         super().__init__()
         self.gather = Fuse4(channels)
-        self.cab = CAB(channels)
+        self.cab = CAB(channels, act)
         self.fuse = Fuse2(channels)
 
     def forward(self, a: Tensor, b: Tensor, c3: Tensor, c4: Tensor) -> Tensor:
@@ -250,16 +253,16 @@ class DecoderLevel(nn.Module):
 
 
 class ConvBranch(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: nn.Module) -> None:
         super().__init__()
         c = channels
         self.down_in, self.down_e1, self.down_e2 = (Resample(c, 0.5) for _ in range(3))
-        self.enc1, self.enc2, self.enc3 = (EncoderLevel(c) for _ in range(3))
+        self.enc1, self.enc2, self.enc3 = (EncoderLevel(c, act) for _ in range(3))
         self.e2_down, self.e1_down4 = Resample(c, 0.5), Resample(c, 0.25)
         self.d3_up, self.e1_down, self.e3_up = Resample(c, 2), Resample(c, 0.5), Resample(c, 2)
         self.d2_up, self.e2_up, self.e3_up4 = Resample(c, 2), Resample(c, 2), Resample(c, 4)
         self.up_out = Resample(c, 2)
-        self.dec3, self.dec2, self.dec1 = (DecoderLevel(c) for _ in range(3))
+        self.dec3, self.dec2, self.dec1 = (DecoderLevel(c, act) for _ in range(3))
 
     def forward(self, x: Tensor) -> Tensor:
         e1 = self.enc1(self.down_in(x))
@@ -279,10 +282,11 @@ class AssociationStage(nn.Module):
         heads: int = 2,
         attention: bool = True,
         conv_branch: bool = True,
+        act: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.transformer = TransformerBranch(channels, depth, heads, attention)
-        self.conv = ConvBranch(channels) if conv_branch else None
+        self.conv = ConvBranch(channels, act) if conv_branch else None
         self.fuse = Fuse2(channels) if conv_branch else None
 
     def forward(self, x: Tensor) -> Tensor:
@@ -302,12 +306,13 @@ class RainDistributionNet(nn.Module):
         self, width: int, depth: int, heads: int, attention: bool, conv_branch: bool
     ) -> None:
         super().__init__()
-        self.embed_half = nn.Sequential(conv3x3(3, width), CAB(width))
+        act = nn.PReLU()  # one PReLU for all the subnet's CABs
+        self.embed_half = nn.Sequential(conv3x3(3, width), CAB(width, act))
         self.embed_quadrants = nn.Sequential(
-            conv3x3(12, width), CAB(width), TransformerBlock(width, heads=1)
+            conv3x3(12, width), CAB(width, act), TransformerBlock(width, heads=1)
         )
         self.merge = conv3x3(2 * width, width)
-        self.stage = AssociationStage(width, depth, heads, attention, conv_branch)
+        self.stage = AssociationStage(width, depth, heads, attention, conv_branch, act)
         self.to_rain = conv3x3(width, 3)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -355,8 +360,8 @@ class BackgroundRecoveryNet(nn.Module):
         super().__init__()
         self.embed_image = conv3x3(3, width, stride=2)
         self.mam = MultiInputAttention(width, mam_heads, cross_attention) if rain_prior else None
-        self.stage = AssociationStage(width, depth, heads, attention, conv_branch)
         self.refine = TransformerBlock(width, heads=1)
+        self.stage = AssociationStage(width, depth, heads, attention, conv_branch, nn.PReLU())
         self.reconstruct = nn.Sequential(
             conv3x3(width, 2 * width), nn.PixelShuffle(2), conv3x3(width // 2, 3)
         )
@@ -367,7 +372,7 @@ class BackgroundRecoveryNet(nn.Module):
         features = self.embed_image(x)
         if self.mam is not None:
             features = self.mam(features, rain_half, background_half)
-        return self.reconstruct(self.refine(self.stage(features)))
+        return self.reconstruct(self.stage(self.refine(features)))
 
 
 class ReferenceELF(nn.Module):
@@ -378,12 +383,12 @@ class ReferenceELF(nn.Module):
         width: int = 48,
         depth: int = 10,
         heads: int = 2,
-        mam_heads: int = 4,
+        mam_heads: int = 1,
         attention: bool = True,
         conv_branch: bool = True,
         cross_attention: bool = True,
         rain_prior: bool = True,
-        head: str = "background",
+        head: str = "refined_rain",
         multiple: int = 16,
     ) -> None:
         super().__init__()
@@ -408,12 +413,11 @@ class ReferenceELF(nn.Module):
         if self.rain_net is not None:
             rain_half, background_half = self.rain_net(x)
         residual = self.recovery_net(x, rain_half, background_half)
-        if self.head == "rain":
-            return ELFOutput(x - residual, background_half, rain_half, residual)
-        if background_half is None:
-            base = x
-        elif self.head == "detail":
-            base = x - resize(rain_half, 2)
+        if self.head == "background":
+            base = x if background_half is None else resize(background_half, 2)
+            return ELFOutput(base + residual, background_half, rain_half, None)
+        if self.head == "refined_rain" and rain_half is not None:
+            rain = resize(rain_half, 2) + residual
         else:
-            base = resize(background_half, 2)
-        return ELFOutput(base + residual, background_half, rain_half, None)
+            rain = residual
+        return ELFOutput(x - rain, background_half, rain_half, rain)

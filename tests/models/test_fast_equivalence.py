@@ -21,7 +21,7 @@ ATOL = 1e-5
 CASES = {
     "elf_tiny": ("elf_tiny", {}),
     "elf_tiny+rain_head": ("elf_tiny", {"head": "rain"}),
-    "elf_tiny+detail_head": ("elf_tiny", {"head": "detail"}),
+    "elf_tiny+background_head": ("elf_tiny", {"head": "background"}),
     "elf_tiny+no_mam": ("elf_tiny", {"cross_attention": False}),
     "elf_tiny+no_attention": ("elf_tiny", {"attention": False}),
     "elf_tiny+no_conv_branch": ("elf_tiny", {"conv_branch": False}),

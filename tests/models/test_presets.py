@@ -33,6 +33,7 @@ ABLATIONS = {
     "no_mam": ("cross_attention", False),
     "no_rain_prior": ("rain_prior", False),
     "rain_head": ("head", "rain"),
+    "background_head": ("head", "background"),
 }
 
 
@@ -48,7 +49,8 @@ def test_ablation_config_applies_on_top_of_any_preset(compose_config, ablation):
         if cfg.model[k] != compose_config("profile", ["model=elf_tiny"]).model[k]
     }
     assert changed == {key}
-    assert instantiate(cfg.model).head == ("rain" if ablation == "rain_head" else "background")
+    heads = {"rain_head": "rain", "background_head": "background"}
+    assert instantiate(cfg.model).head == heads.get(ablation, "refined_rain")
 
 
 def test_every_ablation_file_is_covered():

@@ -10,6 +10,7 @@ from derain.inference.checkpoint import (
     CheckpointError,
     elf_arguments,
     load_model,
+    save_checkpoint,
     save_safetensors,
 )
 from derain.inference.ensemble import self_ensemble
@@ -29,6 +30,7 @@ __all__ = [
     "load_model",
     "parse_memory_size",
     "resolve_device",
+    "save_checkpoint",
     "save_safetensors",
     "self_ensemble",
     "tiled_apply",

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save_model
 
 from derain.models import ELF
 from derain.models.blocks import TransformerBlock
@@ -71,6 +71,12 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> E
             f"{path} holds no network weights (state-dict keys under {STATE_DICT_PREFIX!r} in a "
             ".ckpt, the network's own keys in a .safetensors file)"
         )
+    # a PReLU that several blocks share is stored under one of its names in a .safetensors file
+    for names in _shared_names(model):
+        present = [name for name in names if name in state_dict]
+        for name in names:
+            if present and name not in state_dict:
+                state_dict[name] = state_dict[present[0]]
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as err:
@@ -84,17 +90,64 @@ def save_safetensors(model: ELF, path: str | os.PathLike) -> Path:
     """Writes `model`'s weights and config to a `.safetensors` file that `load_model` reads.
 
     Unlike a pickle-based checkpoint, the file can hold nothing but tensors and a JSON string.
+    A tensor that several modules share (each subnet's PReLU) is stored once.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"cannot write {path}: the file name must end in .safetensors")
     config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
-    state_dict = {
-        key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(path) as partial:
+        save_model(model, str(partial), metadata={"model": json.dumps(config)})
+    return path
+
+
+def save_checkpoint(model: ELF, path: str | os.PathLike) -> Path:
+    """Writes `model` as a derain checkpoint (`.ckpt`, the layout `derain-train` writes and
+    `load_model`, `derain-eval`, `derain-predict` and `derain-export` read): the network's state
+    dict under `model.` and its config under `hyper_parameters["model"]`, nothing but tensors
+    and plain containers. A `.safetensors` path writes that format instead."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return save_safetensors(model, path)
+    config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
+    checkpoint = {
+        "state_dict": {
+            STATE_DICT_PREFIX + key: value.detach().cpu()
+            for key, value in model.state_dict().items()
+        },
+        "hyper_parameters": {"model": config},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state_dict, str(path), metadata={"model": json.dumps(config)})
+    with _replacing(path) as partial:
+        torch.save(checkpoint, partial)
     return path
+
+
+class _replacing:
+    """Context for writing `path` through a temporary file beside it, renamed over `path` only
+    when the write succeeded: a failed write leaves an existing file as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(f".{path.name}.partial")
+
+    def __enter__(self) -> Path:
+        return self.partial
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        if error_type is None:
+            os.replace(self.partial, self.path)
+        else:
+            self.partial.unlink(missing_ok=True)
+
+
+def _shared_names(model: torch.nn.Module) -> list[list[str]]:
+    """Groups of state-dict keys that name one tensor (a module used in several places)."""
+    groups: dict[int, list[str]] = {}
+    for key, value in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(value), []).append(key)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 def elf_arguments(model: ELF) -> dict[str, Any]:

@@ -102,13 +102,17 @@ class ChannelAttention(nn.Module):
 
 
 class CAB(nn.Module):
-    """Channel attention block: conv → PReLU → conv → channel attention, plus the input."""
+    """Channel attention block: conv → PReLU → conv → channel attention, plus the input.
 
-    def __init__(self, channels: int) -> None:
+    `act`: the PReLU to use; the subnets pass one PReLU to all their CABs, which then share its
+    weight (as the published network does). None gives the block a PReLU of its own.
+    """
+
+    def __init__(self, channels: int, act: nn.Module | None = None) -> None:
         super().__init__()
         self.body = nn.Sequential(
             conv3x3(channels, channels),
-            nn.PReLU(),
+            act if act is not None else nn.PReLU(),
             conv3x3(channels, channels),
             ChannelAttention(channels),
         )
@@ -147,13 +151,16 @@ class Fuse4(nn.Module):
 
 
 class LightCAB(nn.Module):
-    """CAB built from depthwise-separable convs, merged back into its input with Fuse2."""
+    """CAB built from depthwise-separable convs, merged back into its input with Fuse2.
 
-    def __init__(self, channels: int) -> None:
+    `act`: a PReLU shared with other blocks (see `CAB`), or None for one of its own.
+    """
+
+    def __init__(self, channels: int, act: nn.Module | None = None) -> None:
         super().__init__()
         self.body = nn.Sequential(
             DepthwiseSeparableConv(channels, channels),
-            nn.PReLU(),
+            act if act is not None else nn.PReLU(),
             DepthwiseSeparableConv(channels, channels),
             ChannelAttention(channels),
         )
@@ -193,6 +200,9 @@ class GatedFeedForward(nn.Module):
         return self.project(self.act(x1) * x2)
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
 def transposed_attention(
     q: Tensor, k: Tensor, v: Tensor, heads: int, temperature: Tensor
 ) -> Tensor:
@@ -201,10 +211,25 @@ def transposed_attention(
     q, k, v: B×C×H×W. Per head, C/heads channels attend to each other through a
     (C/heads)×(C/heads) matrix of cosine similarities over all pixels, scaled by a learnable
     temperature (`temperature`: heads×1×1). Returns B×C×H×W.
+
+    In float16/bfloat16 (half-precision weights or autocast) the attention matrix is computed in
+    float32: its dot products sum over every pixel before the norms divide them, and with a trained
+    network they pass float16's 65504 from about 512² on (6.8e4 at 256², 2.3e6 at 1080p).
     """
     b, c, h, w = q.shape
     # B × pixels × heads × C/heads: views of channels-last maps (even of channel slices)
     q, k, v = (t.permute(0, 2, 3, 1).reshape(b, h * w, heads, c // heads) for t in (q, k, v))
+    if q.dtype in LOW_PRECISION:
+        with torch.autocast(q.device.type, enabled=False):
+            attn = _attention_weights(q.float(), k.float(), temperature.float()).to(v.dtype)
+    else:
+        attn = _attention_weights(q, k, temperature)
+    out = v.transpose(1, 2) @ attn.transpose(-2, -1)  # B × heads × pixels × C/heads
+    return out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _attention_weights(q: Tensor, k: Tensor, temperature: Tensor) -> Tensor:
+    """softmax(cos(q, k) · τ) over B × pixels × heads × C/heads inputs: B × heads × C/h × C/h."""
     # Cosine similarity as the dot products over pixels divided by the two norms afterwards: the
     # division (and the temperature) then touch the small C/heads × C/heads matrix, not q and k.
     # The norms are clamped like F.normalize's (eps 1e-12); vector_norm's gradient at a zero
@@ -213,9 +238,7 @@ def transposed_attention(
     k_norm = torch.linalg.vector_norm(k, dim=1).clamp_min(1e-12)
     dots = q.permute(0, 2, 3, 1) @ k.transpose(1, 2)  # B × heads × C/heads × C/heads
     scale = temperature / (q_norm.unsqueeze(-1) * k_norm.unsqueeze(-2))
-    attn = torch.softmax(dots * scale, dim=-1)
-    out = v.transpose(1, 2) @ attn.transpose(-2, -1)  # B × heads × pixels × C/heads
-    return out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return torch.softmax(dots * scale, dim=-1)
 
 
 class TransposedSelfAttention(nn.Module):
@@ -306,9 +329,9 @@ class TransformerBranch(nn.Module):
 class EncoderLevel(nn.Module):
     """One encoder level of the convolution branch: Fuse2(x, LightCAB(x))."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: nn.Module | None = None) -> None:
         super().__init__()
-        self.cab = LightCAB(channels)
+        self.cab = LightCAB(channels, act)
         self.fuse = Fuse2(channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -318,10 +341,10 @@ class EncoderLevel(nn.Module):
 class DecoderLevel(nn.Module):
     """One decoder level: g = Fuse4(a, b, c3, c4); Fuse2(g, CAB(g))."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: nn.Module | None = None) -> None:
         super().__init__()
         self.gather = Fuse4(channels)
-        self.cab = CAB(channels)
+        self.cab = CAB(channels, act)
         self.fuse = Fuse2(channels)
 
     def forward(self, a: Tensor, b: Tensor, c3: Tensor, c4: Tensor) -> Tensor:
@@ -332,20 +355,21 @@ class DecoderLevel(nn.Module):
 class ConvBranch(nn.Module):
     """The local branch: a three-level U-Net with dense cross-scale connections, width C throughout.
 
-    Input B×C×H×W with H, W divisible by 8; output same shape.
+    Input B×C×H×W with H, W divisible by 8; output same shape. `act`: a PReLU shared by the
+    branch's CABs (see `CAB`).
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, act: nn.Module | None = None) -> None:
         super().__init__()
         c = channels
         self.down_in, self.down_e1, self.down_e2 = (Resample(c, 0.5) for _ in range(3))
-        self.enc1, self.enc2, self.enc3 = (EncoderLevel(c) for _ in range(3))
+        self.enc1, self.enc2, self.enc3 = (EncoderLevel(c, act) for _ in range(3))
         # skip connections into the decoder, named by source level and direction
         self.e2_down, self.e1_down4 = Resample(c, 0.5), Resample(c, 0.25)
         self.d3_up, self.e1_down, self.e3_up = Resample(c, 2), Resample(c, 0.5), Resample(c, 2)
         self.d2_up, self.e2_up, self.e3_up4 = Resample(c, 2), Resample(c, 2), Resample(c, 4)
         self.up_out = Resample(c, 2)
-        self.dec3, self.dec2, self.dec1 = (DecoderLevel(c) for _ in range(3))
+        self.dec3, self.dec2, self.dec1 = (DecoderLevel(c, act) for _ in range(3))
 
     def forward(self, x: Tensor) -> Tensor:
         e1 = self.enc1(self.down_in(x))
@@ -361,6 +385,7 @@ class AssociationStage(nn.Module):
     """Self-attention and convolution associated: Fuse2(TransformerBranch(x), ConvBranch(x)).
 
     `conv_branch=False` drops the convolution branch (the transformer branch alone, an ablation).
+    `act`: the PReLU the convolution branch's CABs share (see `CAB`).
     """
 
     def __init__(
@@ -370,10 +395,11 @@ class AssociationStage(nn.Module):
         heads: int = 2,
         attention: bool = True,
         conv_branch: bool = True,
+        act: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.transformer = TransformerBranch(channels, depth, heads, attention)
-        self.conv = ConvBranch(channels) if conv_branch else None
+        self.conv = ConvBranch(channels, act) if conv_branch else None
         self.fuse = Fuse2(channels) if conv_branch else None
 
     def forward(self, x: Tensor) -> Tensor:

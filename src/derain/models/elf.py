@@ -1,9 +1,11 @@
 """The ELF association network: a rain-distribution subnet guides a background-recovery subnet.
 
     x ──► RainDistributionNet (½ res) ──► R½, B½ = x½ − R½
-    x, R½, B½ ──► BackgroundRecoveryNet (MAM: rain features query image features) ──► image
+    x, R½, B½ ──► BackgroundRecoveryNet (MAM: rain features query image features) ──► t
+    image = x − (up(R½) + t)        (the paper's head, "refined_rain": t refines the rain prior)
 
 Both subnets associate a transformer branch with a convolution U-Net branch (`AssociationStage`).
+Weights of the authors' published network load with `derain.models.from_authors`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from derain.models.blocks import (
     resize,
 )
 
-Head = Literal["background", "rain", "detail"]
+Head = Literal["refined_rain", "background", "rain"]
 HEADS: tuple[str, ...] = get_args(Head)
 
 
@@ -34,7 +36,8 @@ class ELFOutput(NamedTuple):
     image: restored image, B×3×H×W.
     background_half: coarse background B½, B×3×⌈H/2⌉×⌈W/2⌉ (None without the rain prior).
     rain_half: rain layer R½ at half resolution (None without the rain prior).
-    rain: full-resolution rain layer, B×3×H×W (only with the rain head).
+    rain: full-resolution rain layer, B×3×H×W, with image = x − rain (the "refined_rain" and
+        "rain" heads; None with the "background" head).
     """
 
     image: Tensor
@@ -50,18 +53,22 @@ def quadrants_to_channels(x: Tensor) -> Tensor:
 
 
 class RainDistributionNet(nn.Module):
-    """DSNet: predicts the rain layer R½ and a coarse background B½ = x½ − R½ at half resolution."""
+    """DSNet: predicts the rain layer R½ and a coarse background B½ = x½ − R½ at half resolution.
+
+    All its CABs (two here, six in the convolution branch) share one PReLU.
+    """
 
     def __init__(
         self, width: int, depth: int, heads: int, attention: bool, conv_branch: bool
     ) -> None:
         super().__init__()
-        self.embed_half = nn.Sequential(conv3x3(3, width), CAB(width))
+        act = nn.PReLU()
+        self.embed_half = nn.Sequential(conv3x3(3, width), CAB(width, act))
         self.embed_quadrants = nn.Sequential(
-            conv3x3(12, width), CAB(width), TransformerBlock(width, heads=1)
+            conv3x3(12, width), CAB(width, act), TransformerBlock(width, heads=1)
         )
         self.merge = conv3x3(2 * width, width)
-        self.stage = AssociationStage(width, depth, heads, attention, conv_branch)
+        self.stage = AssociationStage(width, depth, heads, attention, conv_branch, act)
         self.to_rain = conv3x3(width, 3)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -99,7 +106,12 @@ class MultiInputAttention(nn.Module):
 
 
 class BackgroundRecoveryNet(nn.Module):
-    """SSNet: recovers the full-resolution background, guided by the rain prior when given."""
+    """SSNet: from the rainy image, guided by the rain prior when given, a full-resolution residual.
+
+    MAM (or the image features alone) → a single-head transformer block → association stage →
+    conv to 2n channels → pixel shuffle ×2 → conv to 3 channels. The six CABs of its convolution
+    branch share one PReLU.
+    """
 
     def __init__(
         self,
@@ -115,8 +127,8 @@ class BackgroundRecoveryNet(nn.Module):
         super().__init__()
         self.embed_image = conv3x3(3, width, stride=2)
         self.mam = MultiInputAttention(width, mam_heads, cross_attention) if rain_prior else None
-        self.stage = AssociationStage(width, depth, heads, attention, conv_branch)
         self.refine = TransformerBlock(width, heads=1)
+        self.stage = AssociationStage(width, depth, heads, attention, conv_branch, nn.PReLU())
         self.reconstruct = nn.Sequential(
             conv3x3(width, 2 * width), nn.PixelShuffle(2), conv3x3(width // 2, 3)
         )
@@ -124,11 +136,11 @@ class BackgroundRecoveryNet(nn.Module):
     def forward(
         self, x: Tensor, rain_half: Tensor | None = None, background_half: Tensor | None = None
     ) -> Tensor:
-        """Returns the full-resolution residual the head adds to its base image (B×3×H×W)."""
+        """Returns the full-resolution residual t the head combines with its base (B×3×H×W)."""
         features = self.embed_image(x)
         if self.mam is not None:
             features = self.mam(features, rain_half, background_half)
-        return self.reconstruct(self.refine(self.stage(features)))
+        return self.reconstruct(self.stage(self.refine(features)))
 
 
 class ELF(nn.Module):
@@ -138,16 +150,21 @@ class ELF(nn.Module):
         width: feature channels n (48 in the paper).
         depth: transformer blocks k in each transformer branch (paper 10, later default 5).
         heads: attention heads of the transformer branches.
-        mam_heads: attention heads of the multi-input attention module's cross attention.
+        mam_heads: attention heads of the multi-input attention module's cross attention (1 in
+            the paper).
         attention: False replaces the transformer branches by CAB stacks of similar cost.
         conv_branch: False removes the convolution U-Net branches.
         cross_attention: False replaces the MAM's cross attention by concatenation + conv.
         rain_prior: False removes the rain-distribution subnet (single-stage network).
-        head: "background" (the paper's) adds the reconstruction to the upsampled B½; "rain"
-            predicts the full-resolution rain layer R and returns x − R; "detail" adds the
-            reconstruction to x − up(R½), i.e. to the upsampled B½ plus the detail x − up(x½)
-            that halving removed, so rain-free detail passes through unchanged (beyond the
-            paper; same parameters as "background").
+        head: how the recovery subnet's residual t becomes the image; all three have the same
+            parameters.
+            "refined_rain" (the paper's): t refines the upsampled rain prior into a
+            full-resolution rain layer R = up(R½) + t, and the image is x − R; rain-free
+            detail passes through unchanged.
+            "background" (beyond the paper): the image is up(B½) + t, so t must also restore
+            the detail that halving removed.
+            "rain" (beyond the paper): t alone is the rain layer, image x − t (R½ only guides).
+            Without the rain prior, "refined_rain" and "background" become x − t and x + t.
         multiple: inputs are padded to this multiple (16 is what the three U-Net levels under a
             half-resolution stem need) and outputs cropped back.
         channels_last: run the feature maps in channels-last memory order (faster on CPU, and
@@ -166,12 +183,12 @@ class ELF(nn.Module):
         width: int = 48,
         depth: int = 10,
         heads: int = 2,
-        mam_heads: int = 4,
+        mam_heads: int = 1,
         attention: bool = True,
         conv_branch: bool = True,
         cross_attention: bool = True,
         rain_prior: bool = True,
-        head: Head = "background",
+        head: Head = "refined_rain",
         multiple: int = 16,
         channels_last: bool = True,
         compile: bool = False,
@@ -223,15 +240,13 @@ class ELF(nn.Module):
         if self.rain_net is not None:
             rain_half, background_half = self.rain_net(x)
         residual = self.recovery_net(x, rain_half, background_half)
-        if self.head == "rain":
-            return ELFOutput(x - residual, background_half, rain_half, residual)
-        if background_half is None:
-            base = x
-        elif self.head == "detail":
-            base = x - resize(rain_half, 2)
-        else:
-            base = resize(background_half, 2)
-        return ELFOutput(base + residual, background_half, rain_half, None)
+        if self.head == "background":
+            base = x if background_half is None else resize(background_half, 2)
+            return ELFOutput(base + residual, background_half, rain_half, None)
+        rain = residual
+        if self.head == "refined_rain" and rain_half is not None:
+            rain = resize(rain_half, 2) + residual
+        return ELFOutput(x - rain, background_half, rain_half, rain)
 
 
 COMPILED_BLOCKS = (TransformerBlock, CrossTransformerBlock)
