@@ -663,7 +663,8 @@ class RestorationLayers:
     """What the network makes of one rainy image; images 3×H×W in [0,1] (rain layers signed).
 
     rain_half: predicted rain layer R½ (None without the rain prior).
-    rain: predicted full-resolution rain: the rain head's R, else rainy − restored.
+    rain: predicted full-resolution rain: the network's R (refined_rain and rain heads), else
+        rainy − restored.
     true_rain: rainy − clean.
     """
 
