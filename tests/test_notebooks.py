@@ -58,7 +58,8 @@ def test_ablation_notebook_trains_every_variant_for_the_same_steps(tmp_path):
     with (tmp_path / "ablation.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["variant"] for r in rows] == [
-        "full", "no_attention", "no_conv_branch", "no_mam", "no_rain_prior", "rain_head",
+        "full", "background_head", "no_attention", "no_conv_branch", "no_mam", "no_rain_prior",
+        "rain_head",
     ]  # fmt: skip
     assert {r["steps"] for r in rows} == {"4"}  # the smoke budget, identical for all
     assert float(rows[0]["delta_psnr"]) == 0.0

@@ -53,7 +53,7 @@ def write_checkpoint(path: Path) -> Path:
     """An elf_tiny checkpoint laid out as derain-train writes it (network under `model.`)."""
     torch.manual_seed(0)
     model = ELF.from_preset("elf_tiny")
-    config = {"_target_": "derain.models.ELF", "width": 24, "depth": 2, "heads": 2, "mam_heads": 4}
+    config = {"_target_": "derain.models.ELF", "width": 24, "depth": 2, "heads": 2, "mam_heads": 1}
     state_dict = {f"model.{key}": value for key, value in model.state_dict().items()}
     torch.save({"state_dict": state_dict, "hyper_parameters": {"model": config}}, path)
     return path

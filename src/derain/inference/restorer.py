@@ -213,7 +213,7 @@ class Restorer:
         batch, _, height, width = x.shape
         plan = self.plan(height, width, batch)
         self.last_plan = plan
-        network_rain = with_rain and self.model.head == "rain"
+        network_rain = with_rain and self.model.returns_rain
         predict = partial(self._predict, with_rain=network_rain)
         if self.ensemble is not None:
             predict = partial(ensemble_mean, predict, transforms=self.ensemble)
