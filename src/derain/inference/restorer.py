@@ -198,8 +198,9 @@ class Restorer:
     def separate(self, image: Any) -> tuple[Any, Any]:
         """(derained image, rain layer), both of the input's kind (see `__call__`).
 
-        The rain layer is the network's full-resolution rain with the "rain" head, otherwise the
-        input minus the derained image; both clipped to [0, 1].
+        The rain layer is what was removed: the input minus the derained image, clipped to
+        [0, 1], whatever the network's head (its own rain layer can leave [0, 1] where the image
+        is clipped, and then no longer adds up with the image to the input).
         """
         batch, to_input_kind = _as_batch(image, self.device)
         restored, rain = self.restore_batch(batch, with_rain=True)
@@ -213,8 +214,7 @@ class Restorer:
         batch, _, height, width = x.shape
         plan = self.plan(height, width, batch)
         self.last_plan = plan
-        network_rain = with_rain and self.model.returns_rain
-        predict = partial(self._predict, with_rain=network_rain)
+        predict = self._predict
         if self.ensemble is not None:
             predict = partial(ensemble_mean, predict, transforms=self.ensemble)
         with torch.inference_mode(), self._autocast():
@@ -222,16 +222,14 @@ class Restorer:
                 out = predict(x).float()
             else:
                 out = tiled_apply(predict, x, plan.tile, self.overlap, self.multiple)
-            restored = out[:, :3].clamp_(0.0, 1.0)
+            restored = out.clamp_(0.0, 1.0)
             if not with_rain:
                 return restored, None
-            rain = out[:, 3:] if network_rain else x - restored
-            return restored, rain.clamp_(0.0, 1.0)
+            return restored, (x - restored).clamp_(0.0, 1.0)
 
-    def _predict(self, x: Tensor, with_rain: bool) -> Tensor:
-        """B×3×H×W → restored B×3×H×W, or restored and rain stacked as B×6×H×W."""
-        out = self.model(x)
-        return torch.cat((out.image, out.rain), dim=1) if with_rain else out.image
+    def _predict(self, x: Tensor) -> Tensor:
+        """B×3×H×W → restored B×3×H×W."""
+        return self.model(x).image
 
     def _autocast(self):
         if self._autocast_dtype is None:

@@ -210,11 +210,6 @@ class ELF(nn.Module):
         if compile:
             compile_blocks(self)
 
-    @property
-    def returns_rain(self) -> bool:
-        """Whether `forward` returns a full-resolution rain layer (`ELFOutput.rain`)."""
-        return self.head != "background"
-
     @classmethod
     def from_preset(cls, name: str, **overrides) -> ELF:
         """Builds a named preset (see `derain.models.presets.PRESETS`), with optional overrides."""
