@@ -132,8 +132,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         # a stop between epochs (max_steps, max_time) would leave last.ckpt behind the weights
-        # that are tested below; write it so both refer to the same network
-        if trainer.global_step > 0 and _saved_step(last) != trainer.global_step:
+        # that are tested below; write it so both refer to the same network. save_checkpoint is
+        # a collective: rank 0, which writes the file, decides for every process
+        behind = trainer.is_global_zero and _saved_step(last) != trainer.global_step
+        if trainer.global_step > 0 and trainer.strategy.broadcast(behind, src=0):
             trainer.save_checkpoint(last)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
