@@ -78,6 +78,7 @@ def _run_test(
     trainer: pl.Trainer, module: DerainModule, datamodule, out_dir: Path, metadata: dict[str, Any]
 ) -> dict[str, Path]:
     trainer.test(module, datamodule=datamodule, verbose=False)
+    metadata = {**metadata, "precision": module.scored_precision}
     paths = {}
     if trainer.is_global_zero:
         paths = write_results(
@@ -204,6 +205,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ensemble"):
         ensemble_transforms(cfg.ensemble)  # an unknown name fails before any image is read
     module.hparams.test_ensemble = cfg.get("ensemble") or None
+    module.hparams.eval_precision = cfg.get("eval_precision", "32-true")
     if cfg.save_images:
         module.save_images_dir = out_dir / "images"
     datamodule = instantiate(cfg.data)
