@@ -67,13 +67,14 @@ def _check_one_run(cwd, procs) -> object:
 
 def test_torchrun_two_processes_write_one_run_folder_and_one_logger_run(tmp_path):
     env = _env(WANDB_MODE="offline", WANDB_DIR=str(tmp_path), WANDB_SILENT="true")
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # derain-train by name, as typed
     proc = subprocess.run(
         [
             str(BIN / "torchrun"),
+            "--standalone",  # the README's command: a free port, so tests can run side by side
             "--nproc_per_node=2",
-            f"--master-port={_free_port()}",  # not the default 29500: tests run side by side
             "--no-python",
-            str(BIN / "derain-train"),
+            "derain-train",
             *LAUNCHED,
             "logger=many",
             "logger.wandb.offline=true",
