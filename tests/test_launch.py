@@ -25,7 +25,6 @@ LAUNCHER_VARIABLES = (
 def clean_env(monkeypatch):
     for name in LAUNCHER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(launch, "_chosen", {})
     return monkeypatch
 
 
@@ -52,12 +51,10 @@ def test_torchrun_processes_take_rank_zeros_name_from_the_launchers_store(clean_
         clean_env.setenv(name, value)
     clean_env.setenv("RANK", "0")
     first = launch.run_name(FORMAT)
-    clean_env.setattr(launch, "_chosen", {})  # the other process, started later
     clean_env.setenv("RANK", "1")
     assert launch.run_name(FORMAT) == first
     assert launch.rank_suffix() == "_ddp_process_1" and launch.rank_zero_only(".hydra") is None
     # an elastic restart starts a new folder
-    clean_env.setattr(launch, "_chosen", {})
     clean_env.setenv("RANK", "0")
     clean_env.setenv("TORCHELASTIC_RESTART_COUNT", "1")
     assert launch.run_name(FORMAT) != first

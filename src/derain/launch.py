@@ -16,11 +16,6 @@ from collections.abc import Mapping
 _SHARED_NAME_TIMEOUT = datetime.timedelta(minutes=5)
 """How long a process waits for rank 0 to publish the run name (ranks start seconds apart)."""
 
-_chosen: dict[str, str] = {}
-"""Names already decided in this process, by time format: a second composition (a `-m` job,
-`--cfg`) keeps the first one."""
-
-
 def torchrun_rank(env: Mapping[str, str] | None = None) -> int | None:
     """Global rank under a torchrun launch of several processes, else None."""
     env = os.environ if env is None else env
@@ -61,17 +56,12 @@ def run_name(time_format: str) -> str:
     - srun (several tasks): `slurm<job id>.<step id>`; each srun of a batch script is a new step.
     - otherwise: this process's start time, `time_format` as for `datetime.strftime`.
     """
-    if time_format in _chosen:
-        return _chosen[time_format]
     now = datetime.datetime.now().strftime(time_format)
     if torchrun_rank() is not None:
-        name = _shared_by_rank_zero(now)
-    elif slurm_rank() is not None:
-        name = f"slurm{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
-    else:
-        name = now
-    _chosen[time_format] = name
-    return name
+        return _shared_by_rank_zero(now)
+    if slurm_rank() is not None:
+        return f"slurm{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
+    return now
 
 
 def _shared_by_rank_zero(proposal: str) -> str:
@@ -96,7 +86,8 @@ def _shared_by_rank_zero(proposal: str) -> str:
     )
     key = f"derain/run_name/attempt{env.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     if int(env["RANK"]) == 0:
-        store.compare_set(key, "", proposal)  # the first name set for this attempt stays
+        # the first name set for this attempt stays, should rank 0 compose the config again
+        store.compare_set(key, "", proposal)
     return store.get(key).decode()
 
 

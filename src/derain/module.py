@@ -131,33 +131,17 @@ def _check_eval_precision(precision: str | None) -> None:
 def network_precision(precision: str | None, device_type: str) -> Iterator[None]:
     """Runs the enclosed forward passes in `precision`, whatever autocast the trainer entered.
 
-    "32-true": autocast off, and on CUDA no TF32 either (its 10-bit mantissa would shift
-    scores like bf16 does, only less); "bf16-mixed" / "16-mixed": autocast to that type; None:
-    leaves the trainer's precision.
+    "32-true": autocast off; "bf16-mixed" / "16-mixed": autocast to that type; None: leaves
+    the trainer's precision. On CUDA, float32 convolutions follow PyTorch's TF32 settings
+    (`torch.backends.cudnn.conv.fp32_precision`), which this does not change.
     """
     if precision is None:
         yield
         return
     _check_eval_precision(precision)
     dtype = EVAL_PRECISIONS[precision]
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=dtype is not None))
-        if dtype is None and device_type == "cuda":
-            stack.enter_context(_ieee_fp32_on_cuda())
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
         yield
-
-
-@contextlib.contextmanager
-def _ieee_fp32_on_cuda() -> Iterator[None]:
-    settings = [torch.backends.cuda.matmul, torch.backends.cudnn.conv]
-    before = [s.fp32_precision for s in settings]
-    try:
-        for s in settings:
-            s.fp32_precision = "ieee"
-        yield
-    finally:
-        for s, value in zip(settings, before, strict=True):
-            s.fp32_precision = value
 
 
 class DerainModule(pl.LightningModule):
