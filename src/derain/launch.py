@@ -16,6 +16,7 @@ from collections.abc import Mapping
 _SHARED_NAME_TIMEOUT = datetime.timedelta(minutes=5)
 """How long a process waits for rank 0 to publish the run name (ranks start seconds apart)."""
 
+
 def torchrun_rank(env: Mapping[str, str] | None = None) -> int | None:
     """Global rank under a torchrun launch of several processes, else None."""
     env = os.environ if env is None else env
