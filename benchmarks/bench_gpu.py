@@ -177,8 +177,9 @@ def psnr_against(output: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 # ------------------------------------------------------------------------------------ checks
-def training_rows(weights, args, device) -> tuple[list[dict], dict]:
-    """bf16 against fp32 (loss agreement, samples/s, peak memory), then the bf16 speed-ups."""
+def training_rows(weights, args, device) -> tuple[list[dict], dict, dict]:
+    """bf16 against fp32 (loss agreement, samples/s, peak memory), then the bf16 speed-ups.
+    Also returns the weights after the bf16 steps (on CPU)."""
     batches = [
         {k: v.to(device) for k, v in photo_batch(args.batch, args.patch, seed=s).items()}
         for s in range(args.steps)
@@ -187,6 +188,8 @@ def training_rows(weights, args, device) -> tuple[list[dict], dict]:
     for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         trainer = Trainer(weights, args, device, dtype)
         losses[name] = [float(trainer.step(b)) for b in batches]
+        if dtype is not None:
+            trained = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
         _reset_peak(device)
         rate = trainer.samples_per_s(batches[0], args.timed)
         rows.append(
@@ -227,7 +230,7 @@ def training_rows(weights, args, device) -> tuple[list[dict], dict]:
             }
         )
         del trainer
-    return rows, agreement
+    return rows, agreement, trained
 
 
 def speed_ups(rows: list[dict]) -> dict[str, float]:
@@ -313,19 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     args.batch = args.batch or fitting_batch(weights, args, device)
     started = time.perf_counter()
     print(f"{args.preset}, batch {args.batch} × {args.patch}², {args.steps} steps, on {device}")
-    rows, agreement = training_rows(weights, args, device)
+    rows, agreement, trained = training_rows(weights, args, device)
     if args.ckpt is not None:
         from derain.inference import load_model
 
         network, weights_from = load_model(args.ckpt, device="cpu"), str(args.ckpt)
     else:
         network = ELF.from_preset(args.preset)
-        trainer = Trainer(weights, args, device, torch.bfloat16)
-        for s in range(args.steps):
-            trainer.step(
-                {k: v.to(device) for k, v in photo_batch(args.batch, args.patch, s).items()}
-            )
-        network.load_state_dict({k: v.cpu() for k, v in trainer.model.state_dict().items()})
+        network.load_state_dict(trained)
         weights_from = f"{args.steps} bf16 training steps from random weights"
     rows += inference_rows(copy.deepcopy(network), args, device)
     table = print_table(rows)
