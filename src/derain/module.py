@@ -205,7 +205,7 @@ class DerainModule(pl.LightningModule):
         self.test_per_image: list[dict[str, Any]] = []
         self.save_images_dir: Path | None = None
         self._test_panel: dict[str, list[tuple[list[Tensor], str]]] = {}
-        # first global step whose loss was not finite, on the loss's device (see training_step)
+        # first global step whose loss was not finite, on the loss's device (_track_nonfinite)
         self._first_nonfinite: Tensor | None = None
         self._nonfinite_loss: Tensor | None = None
 
