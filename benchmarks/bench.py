@@ -11,7 +11,9 @@ CPU (default): inference at batch 1 (eager, and compiled with frozen weights), a
 step (forward, the paper's loss, backward, Adam) at batch 8 on 128² patches, counting 3× the
 forward MACs (eager and compiled).
 GPU (--device cuda): bf16 autocast + channels-last (+ compile) against eager fp32 in contiguous
-layout: training at batch 16 on 256² patches, inference on one 1920×1080 image.
+layout: training on 256² patches at the largest batch up to 16 whose fp32 step fits in 60% of
+the GPU's memory (`derain.profiling.fitting_batch`), inference on one 1920×1080 image.
+`benchmarks/bench_gpu.py` checks the reduced precisions' accuracy as well.
 
     python benchmarks/bench.py                    # CPU, 1 thread: 256², 1024², training; + compiled
     python benchmarks/bench.py --quick            # 256² and training, eager only (about 3 min)
@@ -58,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sizes", type=int, nargs="+", help="inference sides (CPU: 256 1024; GPU: 1080)"
     )
     parser.add_argument("--runs", type=int, default=5, help="timed rounds per figure")
-    parser.add_argument("--train-batch", type=int, help="training batch (CPU 8, GPU 16)")
+    parser.add_argument(
+        "--train-batch", type=int, help="training batch (CPU 8; GPU: the largest that fits, ≤ 16)"
+    )
     parser.add_argument("--train-patch", type=int, help="training patch side (CPU 128, GPU 256)")
     parser.add_argument("--no-compile", action="store_true", help="eager figures only")
     parser.add_argument(
@@ -79,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.sizes, args.no_compile, args.runs = args.sizes or [256], True, min(args.runs, 3)
     args.sizes = args.sizes or ([1080] if cuda else [256, 1024])
-    args.train_batch = args.train_batch or (16 if cuda else 8)
+    args.train_batch = args.train_batch or (None if cuda else 8)  # GPU: chosen on the device
     args.train_patch = args.train_patch or (256 if cuda else 128)
     return args
 
@@ -443,8 +447,11 @@ class CudaBench:
                     )
                 )
         if not args.no_train:
-            b, p = args.train_batch, args.train_patch
-            loss = ELFLoss()
+            p, loss = args.train_patch, ELFLoss()
+            b = args.train_batch or self._fitting_batch(weights, loss, p, device)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # the probe's memory, for the timed variants
+            print(f"training batch {b} × {p}²")
             batch = {
                 "rainy": torch.rand(b, 3, p, p, device=device),
                 "clean": torch.rand(b, 3, p, p, device=device),
@@ -466,6 +473,24 @@ class CudaBench:
                     )
                 )
         return figures
+
+    def _fitting_batch(self, weights, loss, patch: int, device) -> int:
+        """The largest batch ≤ 16 whose fp32 training step (the baseline, the most memory)
+        fits in 60% of the GPU."""
+        import torch
+
+        from derain.profiling import fitting_batch
+
+        model = self._model(weights, False, False, device).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)
+
+        def step(b: int) -> None:
+            batch = {k: torch.rand(b, 3, patch, patch, device=device) for k in ("rainy", "clean")}
+            optimizer.zero_grad(set_to_none=True)
+            loss(model(batch["rainy"]), batch)[0].backward()
+            optimizer.step()
+
+        return fitting_batch(step, device)
 
     def _model(self, weights, channels_last: bool, compiled: bool, device):
         from derain.models import ELF

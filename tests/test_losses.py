@@ -224,3 +224,51 @@ def test_psnr_term_weights_each_image_by_its_inverse_error():
     per_image = image.grad.abs().flatten(1).mean(dim=1)
     # d(−PSNR)/d(out) ∝ (out − gt) / MSE ∝ 1 / offset
     assert (per_image[1] / per_image[0]).item() == pytest.approx(10.0, rel=1e-3)
+
+
+def photo_pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    """(rainy, clean): 4×3×96×96 crops of bundled photos with light synthetic rain."""
+    from derain.data.photos import crop_around, fit_longest_side, load_photo
+    from derain.data.synthetic import SyntheticRain
+
+    rainy, clean = [], []
+    for key, name in enumerate(("coffee", "chelsea", "astronaut", "rocket")):
+        photo = crop_around(fit_longest_side(load_photo(name), 160), 60, 80, 96)
+        sample = SyntheticRain("light", seed=0)(photo, key)
+        rainy.append(torch.from_numpy(np.ascontiguousarray(sample.rainy)).permute(2, 0, 1))
+        clean.append(torch.from_numpy(np.ascontiguousarray(sample.clean)).permute(2, 0, 1))
+    return torch.stack(rainy), torch.stack(clean)
+
+
+def _loss_and_gradient(rainy, clean, autocast: bool):
+    image = rainy.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = ELFOutput(image=image, background_half=half_resolution(image, (48, 48)))
+        loss, terms = ELFLoss()(out, {"clean": clean})
+        per_image_ssim = torch.stack([mean_ssim(image[i, None], clean[i, None]) for i in range(4)])
+    loss.backward()
+    return loss.detach(), terms, per_image_ssim.detach(), image.grad.flatten()
+
+
+def test_loss_under_bf16_autocast_is_the_fp32_loss_on_photos():
+    # bf16-mixed training runs the loss inside autocast, which would compute the SSIM window
+    # and the edge blur in bf16 (negative variances, a gradient pointing elsewhere)
+    rainy, clean = photo_pairs()
+    loss32, _, ssim32, grad32 = _loss_and_gradient(rainy, clean, autocast=False)
+    loss16, terms16, ssim16, grad16 = _loss_and_gradient(rainy, clean, autocast=True)
+    assert ssim32.min() > 0.6 and ssim32.max() < 0.95  # real, imperfect pairs
+    assert (ssim16 - ssim32).abs().max().item() < 1e-3
+    assert loss16.dtype == torch.float32 and terms16["ssim"].dtype == torch.float32
+    assert abs(loss16.item() - loss32.item()) < 1e-4
+    assert F.cosine_similarity(grad16, grad32, dim=0).item() >= 0.99
+    assert grad16.norm().item() == pytest.approx(grad32.norm().item(), rel=1e-2)
+
+
+def test_loss_of_a_bf16_network_output_is_computed_in_fp32():
+    rainy, clean = photo_pairs()
+    image = rainy.to(torch.bfloat16)  # what the network returns under autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        similarity = mean_ssim(image, clean)
+        edges = laplacian_edges(image)
+    assert similarity.dtype == edges.dtype == torch.float32
+    assert similarity.item() == pytest.approx(mean_ssim(image.float(), clean).item(), abs=1e-6)

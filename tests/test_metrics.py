@@ -272,3 +272,17 @@ def test_mismatched_shapes_are_rejected_with_the_fix():
 def test_ssim_needs_one_full_window():
     with pytest.raises(ValueError, match="at least 11×11"):
         ssim(torch.zeros(1, 3, 10, 32), torch.zeros(1, 3, 10, 32))
+
+
+def test_scores_do_not_depend_on_the_autocast_context():
+    from derain.metrics import structural_similarity
+
+    generator = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 40, 48, generator=generator)
+    pred = (target + 0.05 * torch.randn(target.shape, generator=generator)).clamp(0, 1)
+    plain = (psnr(pred, target), ssim(pred, target), structural_similarity(pred, target, 1.0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = (psnr(pred, target), ssim(pred, target), structural_similarity(pred, target, 1.0))
+    for a, b in zip(plain, mixed, strict=True):
+        assert b.dtype == a.dtype
+        torch.testing.assert_close(b, a, rtol=0, atol=0)

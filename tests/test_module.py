@@ -122,6 +122,33 @@ def test_max_time_fraction_reads_the_trainers_time_limit():
     assert max_time_fraction(several)() == pytest.approx(0.75)
 
 
+def test_under_several_processes_the_time_share_is_broadcast_every_few_steps_only():
+    from lightning.pytorch.callbacks import Timer
+
+    from derain.module import TIME_SHARE_SYNC_EVERY, max_time_fraction
+
+    class CountingBroadcast:
+        def __init__(self):
+            self.calls = 0
+
+        def broadcast(self, value, src=0):
+            self.calls += 1
+            return 0.1 * self.calls  # rank 0's clock moves between broadcasts
+
+    class TwoProcesses:
+        world_size = 2
+        strategy = CountingBroadcast()
+        callbacks = [Timer(duration="00:00:01:40")]
+
+    trainer = TwoProcesses()
+    fraction = max_time_fraction(trainer)
+    shares = [fraction() for _ in range(2 * TIME_SHARE_SYNC_EVERY)]
+    # a broadcast waits for every process: two in 2 × TIME_SHARE_SYNC_EVERY steps, the shared
+    # value held in between (every process steps its scheduler in lockstep, so all agree)
+    assert trainer.strategy.calls == 2
+    assert shares == [0.1] * TIME_SHARE_SYNC_EVERY + [0.2] * TIME_SHARE_SYNC_EVERY
+
+
 class SpendHalfTheTimeLimit(Callback):
     """As if a resumed run had already trained for half of its 100 s limit."""
 
@@ -263,3 +290,89 @@ def test_testing_with_a_self_ensemble_scores_it_and_also_the_single_pass(ensembl
 def test_an_unknown_test_ensemble_fails_when_the_module_is_built():
     with pytest.raises(ValueError, match="unknown self-ensemble 'x8'"):
         DerainModule(model=TINY_MODEL, test_ensemble="x8")
+
+
+class CountHostReads(Callback):
+    """Counts reads of tensor values by the host (`.item()`, `bool()`, `int()`: the aten op
+    `_local_scalar_dense`, a device sync on a GPU) from each batch's start to its end."""
+
+    def __init__(self) -> None:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        class Mode(TorchDispatchMode):
+            reads = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func is torch.ops.aten._local_scalar_dense.default:
+                    self.reads += 1
+                return func(*args, **(kwargs or {}))
+
+        self._mode_type = Mode
+        self.per_step: list[int] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._mode = self._mode_type()
+        self._mode.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._mode.__exit__(None, None, None)
+        self.per_step.append(self._mode.reads)
+
+
+def test_training_steps_do_not_read_device_values_on_the_host():
+    # the loss's finiteness, the EMA's update count: a GPU would wait for each such read
+    from derain.callbacks import EMA
+
+    reads = CountHostReads()  # after EMA: its update is counted too
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=6,
+        log_every_n_steps=50,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[EMA(), reads],
+        limit_val_batches=0,
+    )
+    # fused Adam keeps its step count on the device (the CPU default reads it on the host)
+    optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "fused": True}
+    trainer.fit(DerainModule(model=TINY_MODEL, optimizer=optimizer), datamodule=_datamodule())
+    assert len(reads.per_step) == 6
+    assert reads.per_step[1:] == [0] * 5  # the first step reads the EMA's count once
+
+
+def test_a_nan_loss_is_found_at_the_next_check_and_named_by_the_step_it_appeared(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last", every_n_train_steps=4)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=20,
+        log_every_n_steps=8,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[PoisonWeightsAt(2), checkpoint],
+        limit_val_batches=0,
+    )
+    with pytest.raises(NonFiniteLossError, match=r"global step 2 \(found at step 4") as error:
+        trainer.fit(DerainModule(model=TINY_MODEL), datamodule=_datamodule())
+    assert "trainer.gradient_clip_val=1.0" in str(error.value)
+    assert not (tmp_path / "last.ckpt").exists()  # the step-4 checkpoint was refused
+
+
+def test_only_the_first_process_writes_the_validation_panel(tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import CSVLogger
+
+    written = {}
+    for rank_zero in (True, False):
+        folder = tmp_path / str(rank_zero)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_steps=1,
+            limit_train_batches=1,  # the epoch ends, validation follows
+            logger=CSVLogger(folder, name="csv", version=""),
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+        )
+        monkeypatch.setattr(type(trainer), "is_global_zero", property(lambda self, z=rank_zero: z))
+        trainer.fit(DerainModule(model=TINY_MODEL), datamodule=_datamodule())
+        written[rank_zero] = list(folder.glob("**/panels/*.png"))
+    assert written[True] and not written[False]

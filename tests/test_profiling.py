@@ -9,7 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from derain.profiling import ActivationMemory, count_macs, count_parameters, dense_conv_throughput
+from derain.profiling import (
+    ActivationMemory,
+    count_macs,
+    count_parameters,
+    dense_conv_throughput,
+    fitting_batch,
+)
 
 
 def test_activation_memory_tracks_the_peak_of_live_tensors():
@@ -76,3 +82,26 @@ def test_retained_memory_stays_resident_for_reuse_and_default_memory_goes_back()
     assert default_flag == "False" and retained_flag == "True"
     assert default_growth < 16 * 2**20  # the 64 MiB block went back to the OS on free
     assert retained_growth > 48 * 2**20  # it stayed, ready for the next activation
+
+
+def test_fitting_batch_extrapolates_a_batch_1_step_to_the_device_memory(monkeypatch):
+    gib = 2**30
+    memory = {"allocated": 0, "peak": 0}
+
+    def step(batch: int) -> None:  # 1 GiB stays (weights, Adam), 2 GiB per sample while running
+        memory["allocated"] = 1 * gib
+        memory["peak"] = max(memory["peak"], memory["allocated"] + 2 * gib * batch)
+
+    class Properties:
+        total_memory = 24 * gib
+
+    cuda = torch.cuda
+    monkeypatch.setattr(cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(cuda, "memory_allocated", lambda device=None: memory["allocated"])
+    monkeypatch.setattr(cuda, "max_memory_allocated", lambda device=None: memory["peak"])
+    monkeypatch.setattr(cuda, "reset_peak_memory_stats", lambda device=None: memory.update(peak=0))
+    monkeypatch.setattr(cuda, "get_device_properties", lambda device=None: Properties())
+    # 60% of 24 GiB less the 1 GiB that stays: 13.4 GiB, 4 samples of 2 GiB (8 would need 16)
+    assert fitting_batch(step, torch.device("cuda"), limit=16, share=0.6) == 4
+    assert fitting_batch(step, torch.device("cuda"), limit=2, share=0.6) == 2
+    assert fitting_batch(step, torch.device("cpu"), limit=16) == 16  # no memory to measure

@@ -17,6 +17,14 @@ SINGLE_COLUMNS = ("single_psnr", "single_ssim")
 """Present when the output was a self-ensemble: the same network's single-pass scores."""
 
 
+PRECISION_WORDS = {
+    "32-true": "float32 (32-true)",
+    "bf16-mixed": "bf16 autocast (bf16-mixed)",
+    "16-mixed": "fp16 autocast (16-mixed)",
+}
+"""How results.md names the precision the network was scored in."""
+
+
 def _columns(results: dict[str, dict[str, float]]) -> tuple[str, ...]:
     if results and all(all(k in r for k in SINGLE_COLUMNS) for r in results.values()):
         return COLUMNS + SINGLE_COLUMNS
@@ -89,9 +97,11 @@ def write_results(
         if ensemble
         else ""
     )
+    precision = metadata.get("precision")
+    network = f"; network run in {PRECISION_WORDS.get(precision, precision)}" if precision else ""
     md = (
         markdown_table(results, title)
-        + f"\n{protocol}{restored}; checkpoint: `{metadata.get('ckpt_path')}`\n"
+        + f"\n{protocol}{restored}{network}; checkpoint: `{metadata.get('ckpt_path')}`\n"
     )
     paths = {
         "markdown": out / "results.md",

@@ -7,7 +7,8 @@ loss = char_weight·char + edge_weight·edge − ssim_weight·SSIM(out, gt) [+ r
 - rain (beyond the paper, for data sets that carry the rain layer) = Charbonnier(R½, rain½)
 
 where gt½ / rain½ are bilinear halves of the full-res targets. Paper weights: 0.3, 0.2, 0.15, 0.8.
-All images are B×3×H×W float tensors in [0, 1].
+All images are B×3×H×W float tensors in [0, 1]. Every term is computed in float32 outside
+autocast (`derain.metrics.full_precision`), so bf16/fp16 training optimises the same loss.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from derain.metrics import structural_similarity
+from derain.metrics import full_precision, structural_similarity
 
 # MPRNet's 5-tap binomial-like Gaussian, applied along rows then columns
 _EDGE_TAPS = (0.05, 0.25, 0.4, 0.25, 0.05)
 
 
+@full_precision
 def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     """Charbonnier (smooth L1) loss: mean(sqrt((pred − target)² + eps²)), a scalar ≥ eps."""
     return torch.sqrt((pred - target).square() + eps**2).mean()
@@ -39,6 +41,7 @@ def _blur5(img: Tensor) -> Tensor:
     return F.conv2d(F.conv2d(padded, rows, groups=channels), cols, groups=channels)
 
 
+@full_precision
 def laplacian_edges(img: Tensor) -> Tensor:
     """One Laplacian-pyramid level: img − blur(up(down(blur(img)))), as MPRNet's EdgeLoss.
 
@@ -60,11 +63,13 @@ def laplacian_edges(img: Tensor) -> Tensor:
     return img - _blur5(upsampled)
 
 
+@full_precision
 def edge_loss(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     """Charbonnier loss between the `laplacian_edges` of pred and target (B×C×H×W), a scalar."""
     return charbonnier(laplacian_edges(pred), laplacian_edges(target), eps=eps)
 
 
+@full_precision
 def mean_ssim(pred: Tensor, target: Tensor) -> Tensor:
     """Differentiable SSIM of RGB images in [0, 1] (data range 1), averaged over the batch.
 
@@ -74,6 +79,7 @@ def mean_ssim(pred: Tensor, target: Tensor) -> Tensor:
     return structural_similarity(pred, target, data_range=1.0).mean()
 
 
+@full_precision
 def mean_psnr(pred: Tensor, target: Tensor, eps: float = 1e-10) -> Tensor:
     """Differentiable PSNR in dB of images in [0, 1] (peak 1), per image then averaged over the
     batch: mean_i 10·log10(1 / (MSE_i + eps)). Inputs B×C×H×W; returns a scalar.
@@ -86,6 +92,7 @@ def mean_psnr(pred: Tensor, target: Tensor, eps: float = 1e-10) -> Tensor:
     return (-10.0 * torch.log10(mse + eps)).mean()
 
 
+@full_precision
 def half_resolution(img: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
     """Bilinear downsampling of B×C×H×W to B×C×size (no antialiasing, align_corners=False).
 

@@ -18,7 +18,9 @@ kornia's ``rgb_to_y`` is *full-range* luma (0.299, 0.587, 0.114): scored with pe
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from collections.abc import Callable
+from typing import Literal, ParamSpec, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,9 @@ from torch import Tensor
 from torchmetrics import Metric
 
 Channel = Literal["y", "rgb"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 PEAK = 255.0
 SSIM_WINDOW_SIZE = 11
@@ -38,6 +43,33 @@ SSIM_K2 = 0.03
 _Y_WEIGHTS_MILLI = (65481, 128553, 24966)
 _Y_DIVISOR_MILLI = 255 * 1000
 _Y_OFFSET = 16
+
+
+def full_precision(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Runs `fn` outside autocast, with its bf16/fp16 tensor arguments cast to float32.
+
+    Training under `bf16-mixed` runs the loss inside autocast, which computes convolutions (the
+    SSIM window, the edge blur) in bf16: SSIM's variance E[x²] − μ² then loses nearly every digit
+    and turns negative on real photos. Scores and losses must not depend on the training
+    precision, so every function of images here and in `derain.losses` goes through this.
+    float64 arguments (the metrics' planes) are left as they are.
+    """
+
+    def to_float32(value):
+        if isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+            return value.float()
+        return value
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        tensors = [v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)]
+        device_type = tensors[0].device.type if tensors else "cpu"
+        if not torch.amp.is_autocast_available(device_type):
+            return fn(*map(to_float32, args), **{k: to_float32(v) for k, v in kwargs.items()})
+        with torch.autocast(device_type, enabled=False):
+            return fn(*map(to_float32, args), **{k: to_float32(v) for k, v in kwargs.items()})
+
+    return wrapper
 
 
 def _check_images(pred: Tensor, target: Tensor) -> None:
@@ -109,6 +141,7 @@ def _scored_planes(img: Tensor, channel: Channel, rounded_y: bool) -> Tensor:
     raise ValueError(f"channel must be 'y' or 'rgb', got {channel!r}")
 
 
+@full_precision
 def psnr(pred: Tensor, target: Tensor, channel: Channel = "y", rounded_y: bool = True) -> Tensor:
     """Per-image PSNR of the papers' protocol: peak 255, no border crop.
 
@@ -153,6 +186,7 @@ def _filter_valid(img: Tensor, window: Tensor) -> Tensor:
     return F.conv2d(F.conv2d(img, rows, groups=channels), cols, groups=channels)
 
 
+@full_precision
 def structural_similarity(
     x: Tensor,
     y: Tensor,
@@ -195,6 +229,7 @@ def structural_similarity(
     return ssim_map.mean(dim=(1, 2, 3))
 
 
+@full_precision
 def ssim(pred: Tensor, target: Tensor, channel: Channel = "y", rounded_y: bool = True) -> Tensor:
     """Per-image SSIM of the papers' protocol on the 8-bit Y plane (or RGB channels), L = 255.
 

@@ -7,8 +7,9 @@ the checkpoint's `hyper_parameters`, so a checkpoint alone rebuilds the network 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
@@ -65,24 +68,36 @@ def warmup_cosine(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+TIME_SHARE_SYNC_EVERY = 25
+"""Under several processes, the time share of `max_time_fraction` is rank 0's, fetched every this
+many calls (scheduler steps) rather than at each: a broadcast waits for every process."""
+
+
 def max_time_fraction(trainer: Any) -> Callable[[], float] | None:
     """A function returning the share of the trainer's `max_time` spent in training so far
     (resumed runs included), or None when the trainer has no time limit.
 
-    Under several processes every call takes rank 0's clock (a broadcast), so all processes keep
-    the same learning rate.
+    Under several processes all of them must keep the same learning rate, so the share is rank
+    0's clock, broadcast at the first call and then every `TIME_SHARE_SYNC_EVERY` calls (every
+    process calls it once per scheduler step), and held in between.
     """
     timers = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]
     if not timers or timers[0].time_remaining() is None:
         return None
     timer = timers[0]
+    shared = {"calls": 0, "share": 0.0}
+
+    def local_share() -> float:
+        elapsed = timer.time_elapsed("train")
+        return elapsed / max(1e-9, elapsed + timer.time_remaining("train"))
 
     def fraction() -> float:
-        elapsed = timer.time_elapsed("train")
-        share = elapsed / max(1e-9, elapsed + timer.time_remaining("train"))
-        if trainer.world_size > 1:
-            share = float(trainer.strategy.broadcast(share, src=0))
-        return share
+        if trainer.world_size == 1:
+            return local_share()
+        if shared["calls"] % TIME_SHARE_SYNC_EVERY == 0:
+            shared["share"] = float(trainer.strategy.broadcast(local_share(), src=0))
+        shared["calls"] += 1
+        return shared["share"]
 
     return fraction
 
@@ -95,6 +110,38 @@ def _synced_count(metric) -> int:
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN/inf loss."""
+
+
+EVAL_PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+"""Precisions validation and test can run the network in (None: autocast off, float32)."""
+
+_NO_NONFINITE_STEP = 2**62
+"""Sentinel of the first-non-finite-step tracker: no non-finite loss seen."""
+
+
+def _check_eval_precision(precision: str | None) -> None:
+    if precision is not None and precision not in EVAL_PRECISIONS:
+        raise ValueError(
+            f"eval_precision={precision!r}: expected one of {', '.join(EVAL_PRECISIONS)} or null "
+            "(the trainer's precision)"
+        )
+
+
+@contextlib.contextmanager
+def network_precision(precision: str | None, device_type: str) -> Iterator[None]:
+    """Runs the enclosed forward passes in `precision`, whatever autocast the trainer entered.
+
+    "32-true": autocast off; "bf16-mixed" / "16-mixed": autocast to that type; None: leaves
+    the trainer's precision. On CUDA, float32 convolutions follow PyTorch's TF32 settings
+    (`torch.backends.cudnn.conv.fp32_precision`), which this does not change.
+    """
+    if precision is None:
+        yield
+        return
+    _check_eval_precision(precision)
+    dtype = EVAL_PRECISIONS[precision]
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+        yield
 
 
 class DerainModule(pl.LightningModule):
@@ -112,6 +159,9 @@ class DerainModule(pl.LightningModule):
             flips/rotations) or "flips" (the 4 that keep streaks' orientation). The test then
             scores the ensemble and also the single pass (`single_psnr`, `single_ssim`);
             validation stays one pass.
+        eval_precision: precision of the network in validation and test, whatever the
+            trainer's: "32-true" (float32, the default: scores for tables), "bf16-mixed",
+            "16-mixed", or None (the trainer's precision). Results record it.
 
     Speed switches (memory layout, torch.compile) belong to the network's config:
     `model.channels_last`, `model.compile` (see `derain.models.ELF`).
@@ -126,10 +176,12 @@ class DerainModule(pl.LightningModule):
         metric_channel: str = "y",
         panel_images: int = 4,
         test_ensemble: str | None = None,
+        eval_precision: str | None = "32-true",
     ) -> None:
         super().__init__()
         if test_ensemble is not None:
             ensemble_transforms(test_ensemble)  # unknown names fail here, not after training
+        _check_eval_precision(eval_precision)
         self.save_hyperparameters(
             {
                 "model": _plain(model),
@@ -139,6 +191,7 @@ class DerainModule(pl.LightningModule):
                 "metric_channel": metric_channel,
                 "panel_images": panel_images,
                 "test_ensemble": test_ensemble,
+                "eval_precision": eval_precision,
             }
         )
         self.model: nn.Module = instantiate(self.hparams.model)
@@ -152,6 +205,9 @@ class DerainModule(pl.LightningModule):
         self.test_per_image: list[dict[str, Any]] = []
         self.save_images_dir: Path | None = None
         self._test_panel: dict[str, list[tuple[list[Tensor], str]]] = {}
+        # first global step whose loss was not finite, on the loss's device (_track_nonfinite)
+        self._first_nonfinite: Tensor | None = None
+        self._nonfinite_loss: Tensor | None = None
 
     # ----------------------------------------------------------------------------- set-up
     def _metric_set(self, with_input: bool = False) -> MetricCollection:
@@ -187,6 +243,7 @@ class DerainModule(pl.LightningModule):
             "betas": [0.9, 0.999],
         }
         optimizer = instantiate(opt_cfg)(self.model.parameters())
+        self._check_clipping(optimizer)
         sched = self.hparams.scheduler
         if not sched:
             return optimizer
@@ -206,19 +263,101 @@ class DerainModule(pl.LightningModule):
             },
         }
 
+    def _scales_gradients(self) -> bool:
+        """16-mixed: the loss, hence every gradient, is multiplied by the GradScaler's factor."""
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def _check_clipping(self, optimizer: torch.optim.Optimizer) -> None:
+        clip = self.trainer.gradient_clip_val
+        if (
+            clip
+            and self._scales_gradients()
+            and getattr(optimizer, "_step_supports_amp_scaling", 0)
+        ):
+            raise ValueError(
+                f"trainer.precision=16-mixed with a fused optimizer (optimizer.fused=true) cannot "
+                f"clip gradients (trainer.gradient_clip_val={clip}): the fused step unscales the "
+                "gradients itself, after clipping would have to happen. Use "
+                "trainer.precision=bf16-mixed, or set optimizer.fused=false"
+            )
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        plugin = self.trainer.precision_plugin
+        if gradient_clip_val and isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            # bf16-mixed scales nothing, so any optimiser's gradients clip as they are; Lightning
+            # refuses fused optimisers under every mixed precision (fp16's unscale in the step)
+            algorithm = GradClipAlgorithmType(gradient_clip_algorithm or "norm")
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # ----------------------------------------------------------------------------- steps
     def forward(self, rainy: Tensor):
         return self.model(rainy)
 
+    def _track_nonfinite(self, loss: Tensor) -> None:
+        """Notes the first step whose loss is NaN/inf, on the device: checking it on the host at
+        every step would make the CPU wait for the GPU each time. `_check_finite_loss` reads it."""
+        loss = loss.detach().float()
+        if self._first_nonfinite is None or self._first_nonfinite.device != loss.device:
+            self._first_nonfinite = torch.full((), _NO_NONFINITE_STEP, device=loss.device)
+            self._nonfinite_loss = torch.zeros((), device=loss.device)
+        first = ~torch.isfinite(loss) & (self._first_nonfinite == _NO_NONFINITE_STEP)
+        self._first_nonfinite = torch.where(first, self.global_step, self._first_nonfinite)
+        self._nonfinite_loss = torch.where(first, loss, self._nonfinite_loss)
+
+    def _check_finite_loss(self) -> None:
+        """Raises `NonFiniteLossError` if any process saw a NaN/inf loss since training began.
+
+        A collective under several processes (the earliest step over all of them), so every
+        process calls it at the same points: every `trainer.log_every_n_steps` steps, before
+        any checkpoint is written (a checkpoint of broken weights must not replace a good one)
+        and when training ends.
+        """
+        if self._first_nonfinite is None:
+            return
+        first = self._first_nonfinite
+        if self.trainer.world_size > 1:
+            first = self.trainer.strategy.reduce(first.clone(), reduce_op="min")
+        step = int(first)
+        if step == _NO_NONFINITE_STEP:
+            return
+        mine = int(self._first_nonfinite) == step
+        value = f"{float(self._nonfinite_loss)}" if mine else "non-finite (on another process)"
+        raise NonFiniteLossError(
+            f"loss became {value} at global step {step} (found at step {self.global_step}, "
+            f"epoch {self.current_epoch}); training stopped and the checkpoints written before "
+            f"it are kept. {self._nonfinite_advice()}"
+        )
+
+    def _nonfinite_advice(self) -> str:
+        clip = self.trainer.gradient_clip_val
+        lr = "Lower optimizer.lr"
+        if clip:
+            return f"{lr} or trainer.gradient_clip_val (now {clip})."
+        if self._scales_gradients() and (self.hparams.optimizer or {}).get("fused"):
+            return f"{lr}, or clip gradients: trainer.gradient_clip_val=1.0 optimizer.fused=false."
+        return f"{lr} or clip gradients: trainer.gradient_clip_val=1.0."
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            self._check_finite_loss()
+
+    def on_train_end(self) -> None:
+        self._check_finite_loss()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._check_finite_loss()
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         out = self(batch["rainy"])
         loss, terms = self.loss(out, batch)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at global step {self.global_step} (epoch "
-                f"{self.current_epoch}, batch {batch_idx}); training stopped and the checkpoints "
-                "written so far are kept. Lower optimizer.lr or set trainer.gradient_clip_val."
-            )
+        self._track_nonfinite(loss)
         batch_size = batch["rainy"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         for name, value in terms.items():
@@ -229,10 +368,41 @@ class DerainModule(pl.LightningModule):
         out = self(rainy)
         return out, out.image.float().clamp(0, 1)
 
+    @property
+    def scored_precision(self) -> str:
+        """The precision validation and test run the network in: `eval_precision`, or the
+        trainer's when that is None."""
+        precision = self.hparams.get("eval_precision", "32-true")
+        if precision is not None:
+            return precision
+        return str(self.trainer.precision) if self._trainer is not None else "32-true"
+
+    def _check_eval_weights(self) -> None:
+        if self.hparams.get("eval_precision", "32-true") != "32-true":
+            return
+        dtype = next(self.model.parameters()).dtype
+        if dtype != torch.float32:
+            raise ValueError(
+                f"eval_precision=32-true, but the network's weights are {dtype} "
+                f"(trainer.precision={self.trainer.precision}): use a mixed precision "
+                "(bf16-mixed, 16-mixed), which keeps float32 weights, or set "
+                "eval_precision to that precision"
+            )
+
+    def on_validation_start(self) -> None:
+        self._check_eval_weights()
+
+    def on_test_start(self) -> None:
+        self._check_eval_weights()
+
+    def _eval_precision(self):
+        return network_precision(self.hparams.get("eval_precision", "32-true"), self.device.type)
+
     def validation_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        out, restored = self._restore(batch["rainy"])
+        with self._eval_precision():
+            out, restored = self._restore(batch["rainy"])
         self.val_metrics[dataloader_idx].update(restored, batch["clean"])
         if dataloader_idx == 0 and len(self._panel_rows) < self.hparams.panel_images:
             rain = out.rain if out.rain is not None else batch["rainy"] - restored
@@ -252,7 +422,8 @@ class DerainModule(pl.LightningModule):
         # the unweighted mean over sets is what checkpoints are selected on
         self.log("val/psnr", torch.stack(psnrs).mean(), prog_bar=True)
         self.log("val/images", float(images))
-        if self._panel_rows and not self.trainer.sanity_checking:
+        # every process holds its own examples; one panel, from the first, is enough
+        if self._panel_rows and not self.trainer.sanity_checking and self.trainer.is_global_zero:
             self._log_panel(make_panel(self._panel_rows))
         self._panel_rows = []
 
@@ -270,6 +441,10 @@ class DerainModule(pl.LightningModule):
                 save_panel(panel, Path(logger.log_dir) / "panels" / f"step{step:07d}.png")
 
     def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        with self._eval_precision():
+            self._test_batch(batch, batch_idx, dataloader_idx)
+
+    def _test_batch(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int) -> None:
         _, restored = self._restore(batch["rainy"])
         rainy, clean = batch["rainy"].float().clamp(0, 1), batch["clean"]
         metrics = self.test_metrics[dataloader_idx]

@@ -1,8 +1,13 @@
-"""Where the project's Hydra configs live, for the repository checkout and the installed wheel."""
+"""Where the project's Hydra configs live, for the repository checkout and the installed wheel,
+and the resolvers those configs use to name run folders (`derain.launch`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from derain import launch
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -20,3 +25,20 @@ def config_dir() -> Path:
         f"derain's config tree was not found next to {_PACKAGE_DIR}: expected "
         f"{_PACKAGE_DIR.parents[1] / 'conf'} (checkout) or {_PACKAGE_DIR / 'conf'} (wheel)"
     )
+
+
+def register_resolvers() -> None:
+    """The `${derain.*:}` interpolations of conf/: run folder name, per-process log name, and
+    the `.hydra/` folder written by the first process only. Registered on import."""
+    resolvers = {
+        # cached: one name per composed config, like Hydra's ${now:}
+        "derain.run_name": (launch.run_name, True),
+        "derain.rank_suffix": (launch.rank_suffix, False),
+        "derain.rank_zero_only": (launch.rank_zero_only, False),
+    }
+    for name, (function, cache) in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function, use_cache=cache)
+
+
+register_resolvers()

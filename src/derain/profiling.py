@@ -113,6 +113,34 @@ class ActivationMemory(TorchDispatchMode):
         self.current_bytes -= size
 
 
+def fitting_batch(
+    step: Callable[[int], object],
+    device: torch.device,
+    limit: int = 16,
+    share: float = 0.6,
+) -> int:
+    """The largest power of two ≤ `limit` whose `step(batch)` should fit in `share` of a CUDA
+    device's memory, extrapolated from one `step(1)` (run twice: the first allocates what
+    stays, such as optimiser moments). On other devices, `limit`.
+
+    The memory a training step needs beyond what stays allocated grows linearly with the batch
+    (activations); cuDNN workspaces and fragmentation are what `share` leaves room for.
+    """
+    if device.type != "cuda":
+        return limit
+    step(1)
+    torch.cuda.synchronize(device)
+    staying = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step(1)
+    per_sample = max(1, torch.cuda.max_memory_allocated(device) - staying)
+    budget = share * torch.cuda.get_device_properties(device).total_memory - staying
+    batch = limit
+    while batch > 1 and batch * per_sample > budget:
+        batch //= 2
+    return batch
+
+
 def peak_activation_bytes(model: nn.Module, example: torch.Tensor) -> int:
     """Peak activation memory of one inference forward pass, in bytes."""
     with torch.inference_mode(), ActivationMemory() as memory:

@@ -9,6 +9,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from derain.launch import launcher_rank
+
 
 def scaling_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """One row per run of a sweep folder that recorded throughput.json (job number order)."""
@@ -55,6 +57,8 @@ class ScalingTable(Callback):
     """Writes scaling.md and scaling.json into the sweep folder when a multirun ends."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if launcher_rank():  # under torchrun/srun every process ends the sweep: one writes
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = scaling_rows(sweep_dir)
         if not rows:

@@ -78,6 +78,7 @@ def _run_test(
     trainer: pl.Trainer, module: DerainModule, datamodule, out_dir: Path, metadata: dict[str, Any]
 ) -> dict[str, Path]:
     trainer.test(module, datamodule=datamodule, verbose=False)
+    metadata = {**metadata, "precision": module.scored_precision}
     paths = {}
     if trainer.is_global_zero:
         paths = write_results(
@@ -132,8 +133,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         # a stop between epochs (max_steps, max_time) would leave last.ckpt behind the weights
-        # that are tested below; write it so both refer to the same network
-        if trainer.global_step > 0 and _saved_step(last) != trainer.global_step:
+        # that are tested below; write it so both refer to the same network. save_checkpoint is
+        # a collective: rank 0, which writes the file, decides for every process
+        behind = trainer.is_global_zero and _saved_step(last) != trainer.global_step
+        if trainer.global_step > 0 and trainer.strategy.broadcast(behind, src=0):
             trainer.save_checkpoint(last)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
@@ -202,6 +205,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("ensemble"):
         ensemble_transforms(cfg.ensemble)  # an unknown name fails before any image is read
     module.hparams.test_ensemble = cfg.get("ensemble") or None
+    module.hparams.eval_precision = cfg.get("eval_precision", "32-true")
     if cfg.save_images:
         module.save_images_dir = out_dir / "images"
     datamodule = instantiate(cfg.data)

@@ -91,3 +91,21 @@ def test_eval_in_the_other_memory_layout_gives_the_same_scores(trained_run):
     for name in ("synthetic_light", "synthetic_heavy"):
         assert abs(results["sets"][name]["psnr"] - trained["sets"][name]["psnr"]) < 0.01
     assert "mean over sets" in proc.stdout
+
+
+def test_eval_scores_in_fp32_whatever_the_trainers_precision_and_says_so(trained_run, tmp_path):
+    _, run, _ = trained_run
+    trained = json.loads((run / "results.json").read_text())  # tested in fp32 after training
+    assert trained["metadata"]["precision"] == "32-true"
+    ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
+    small = [a for a in TINY if a.startswith(("+data.test", "data.limit"))]
+    mixed = "trainer.precision=bf16-mixed"  # what trainer=gpu sets
+    for args in ([mixed], [mixed, "eval_precision=null"]):
+        run_cli("derain-eval", ckpt, *small, *args, "panel_images=0", cwd=tmp_path)
+    runs = run_dirs(tmp_path, task="eval")
+    bf16_trainer, bf16_scored = (json.loads((r / "results.json").read_text()) for r in runs)
+    assert bf16_trainer["metadata"]["precision"] == "32-true"
+    assert bf16_trainer["sets"] == trained["sets"]
+    assert "float32 (32-true)" in (runs[0] / "results.md").read_text()
+    assert bf16_scored["metadata"]["precision"] == "bf16-mixed"
+    assert bf16_scored["sets"]["mean"]["psnr"] != trained["sets"]["mean"]["psnr"]
