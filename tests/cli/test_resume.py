@@ -1,0 +1,111 @@
+"""Exact resume: a run stopped part-way (checkpoint, SIGTERM) and resumed ends where an
+uninterrupted one does: same weights, EMA, optimizer and scheduler state, same final step."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from helpers import BIN, TINY, run_cli, run_dirs
+
+STEPS = 24
+# 16 tiles in batches of 2: 8 steps per epoch, so the resumes below fall mid-epoch; a cosine
+# schedule past its warm-up and a fast EMA, so that a lost optimizer, scheduler or average shows
+BASE = [a for a in TINY if not a.startswith(("data.limit", "trainer.max_steps"))] + [
+    "data.limit=16",
+    f"trainer.max_steps={STEPS}",
+    "test=false",
+    "scheduler=cosine",
+    "scheduler.scheduler.warmup_steps=2",
+    "callbacks.ema.decay=0.9",
+]
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _assert_same_training_state(a, b):
+    assert a["global_step"] == b["global_step"] == STEPS
+    torch.testing.assert_close(a["state_dict"], b["state_dict"])  # the EMA average
+    torch.testing.assert_close(a["current_model_state"], b["current_model_state"])  # raw weights
+    torch.testing.assert_close(a["optimizer_states"], b["optimizer_states"])
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """One uninterrupted run, keeping a checkpoint every 7 steps: (its last.ckpt, step 7's)."""
+    cwd = tmp_path_factory.mktemp("straight")
+    run_cli(
+        "derain-train",
+        *BASE,
+        "+callbacks.every7._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"+callbacks.every7.dirpath={cwd / 'every7'}",
+        "+callbacks.every7.filename='step{step}'",
+        "+callbacks.every7.every_n_train_steps=7",
+        "+callbacks.every7.save_top_k=-1",
+        "+callbacks.every7.auto_insert_metric_name=false",
+        cwd=cwd,
+    )
+    (run,) = run_dirs(cwd)
+    step7 = cwd / "every7" / "step7.ckpt"
+    return run / "checkpoints" / "last.ckpt", step7
+
+
+def test_resuming_mid_epoch_gives_the_weights_of_an_uninterrupted_run(straight, tmp_path):
+    last, step7 = straight
+    assert _load(step7)["global_step"] == 7  # step 7 of 8 in the first epoch
+    run_cli("derain-train", *BASE, f"ckpt_path={step7}", cwd=tmp_path)
+    (resumed,) = run_dirs(tmp_path)
+    _assert_same_training_state(_load(last), _load(resumed / "checkpoints" / "last.ckpt"))
+
+
+def _saved_step(path) -> int | None:
+    try:
+        return _load(path)["global_step"]
+    except (FileNotFoundError, EOFError, RuntimeError):
+        return None
+
+
+def test_sigterm_saves_exits_cleanly_and_resumes_to_the_same_end(straight, tmp_path):
+    args = [*BASE, "callbacks.last_checkpoint.every_n_train_steps=2"]
+    proc = subprocess.Popen(
+        [str(BIN / "derain-train"), *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runs = tmp_path / "logs" / "train" / "runs"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            lasts = list(runs.glob("*/checkpoints/last.ckpt"))
+            if lasts and (_saved_step(lasts[0]) or 0) >= 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before the signal"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr
+    (stopped,) = run_dirs(tmp_path)
+    saved = _saved_step(stopped / "checkpoints" / "last.ckpt")
+    assert 2 <= saved < STEPS
+    assert not list((stopped / "checkpoints").glob(".*tmp"))  # no half-written file left
+
+    run_cli("derain-train", *args, "ckpt_path=last", cwd=tmp_path)
+    _, resumed = run_dirs(tmp_path)
+    assert (
+        _saved_step(stopped / "checkpoints" / "last.ckpt") == saved
+    )  # the stopped run's file stays
+    last, _ = straight
+    _assert_same_training_state(_load(last), _load(resumed / "checkpoints" / "last.ckpt"))
