@@ -3,6 +3,7 @@ uninterrupted one does: same weights, EMA, optimizer and scheduler state, same f
 
 from __future__ import annotations
 
+import csv
 import signal
 import subprocess
 import time
@@ -109,3 +110,53 @@ def test_sigterm_saves_exits_cleanly_and_resumes_to_the_same_end(straight, tmp_p
     )  # the stopped run's file stays
     last, _ = straight
     _assert_same_training_state(_load(last), _load(resumed / "checkpoints" / "last.ckpt"))
+
+
+def test_checkpoints_by_training_time_are_written_during_the_epoch(tmp_path):
+    run_cli(
+        "derain-train",
+        *TINY,
+        "data.limit=64",  # 32 steps per epoch: the run ends long before the epoch
+        "callbacks.timed_checkpoint.train_time_interval.minutes=0",
+        "callbacks.timed_checkpoint.filename=timed",
+        "test=false",
+        cwd=tmp_path,
+    )
+    (run,) = run_dirs(tmp_path)
+    assert _saved_step(run / "checkpoints" / "timed.ckpt") == 3
+
+
+def test_resume_continues_the_time_following_cosine_where_its_clock_stopped(tmp_path):
+    """The cosine's progress is the share of trainer.max_time used, the resumed run's earlier
+    time included: a checkpoint that had used half of 10 minutes resumes at half the decay."""
+    args = [
+        *[a for a in TINY if not a.startswith("trainer.max_steps")],
+        "test=false",
+        "scheduler=cosine",
+        "scheduler.follow_max_time=true",
+        "scheduler.scheduler.warmup_steps=0",
+        "scheduler.scheduler.total_steps=1000000",  # only the clock moves the decay
+        "trainer.max_time=00:00:10:00",
+        "trainer.log_every_n_steps=1",
+    ]
+    run_cli("derain-train", *args, "trainer.max_steps=2", cwd=tmp_path)
+    (first,) = run_dirs(tmp_path)
+    checkpoint = _load(first / "checkpoints" / "last.ckpt")
+    checkpoint["callbacks"]["Timer"]["time_elapsed"]["train"] = 300.0
+    torch.save(checkpoint, tmp_path / "halfway.ckpt")
+    run_cli(
+        "derain-train",
+        *args,
+        "trainer.max_steps=4",
+        f"ckpt_path={tmp_path / 'halfway.ckpt'}",
+        cwd=tmp_path,
+    )
+    _, resumed = run_dirs(tmp_path)
+    with (resumed / "csv" / "metrics.csv").open() as f:
+        rates = [float(r["lr-Adam"]) for r in csv.DictReader(f) if r.get("lr-Adam")]
+    peak = checkpoint["optimizer_states"][0]["param_groups"][0]["initial_lr"]
+    halfway = 0.01 + 0.99 * 0.5  # min_lr_ratio + (1 - min_lr_ratio) · (1 + cos(π/2)) / 2
+    # the first resumed step runs at the rate set before the checkpoint, as it would have
+    # without the stop; the scheduler's next step reads the restored clock
+    assert rates[0] / peak > 0.99
+    assert len(rates) > 1 and all(abs(rate / peak - halfway) < 0.01 for rate in rates[1:])

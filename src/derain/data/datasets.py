@@ -188,11 +188,12 @@ class PairedDataset(Dataset):
         warn_bad_sample(path, str(err.__cause__ or err))
 
     def _replacement(self, key: int | TrainKey, attempt: int) -> int | TrainKey:
-        """Another pair, drawn from (seed, key, attempt), so a resumed run draws the same."""
+        """Another pair than `key`'s, drawn from (seed, key, attempt): a resumed run draws
+        the same."""
         index = key.index if isinstance(key, TrainKey) else int(key)
         epoch = key.epoch if isinstance(key, TrainKey) else 0
         rng = np.random.default_rng([self.seed, _STAGE_KEYS["replace"], index, epoch, attempt])
-        other = int(rng.integers(len(self.pairs)))
+        other = (index + 1 + int(rng.integers(max(1, len(self.pairs) - 1)))) % len(self.pairs)
         return key._replace(index=other) if isinstance(key, TrainKey) else other
 
     def _load(self, key: int | TrainKey) -> Item:
