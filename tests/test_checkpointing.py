@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from derain.checkpointing import AtomicCheckpointIO, RandomStates
+from derain.checkpointing import AtomicCheckpointIO, RandomStates, slurm_requeued
+from derain.training import resolve_ckpt_path
 
 
 def _fail_midway(checkpoint, file, *args, **kwargs):
@@ -52,3 +55,41 @@ def test_random_states_come_back_and_load_without_code(tmp_path):
     drawn = (random.random(), np.random.rand(), torch.rand(1))  # noqa: NPY002
     callback.load_state_dict(torch.load(tmp_path / "states.pt", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1)) == drawn  # noqa: NPY002
+
+
+def _checkpoint(path, mtime: float, job: str | None = None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"global_step": 1, **({"slurm_job_id": job} if job else {})}, path)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def _cfg(tmp_path):
+    return OmegaConf.create(
+        {
+            "task_name": "train",
+            "paths": {"log_dir": str(tmp_path), "output_dir": str(tmp_path / "new")},
+        }
+    )
+
+
+def test_last_is_the_newest_checkpoint_lightnings_slurm_saves_included(tmp_path):
+    runs = tmp_path / "train" / "runs"
+    _checkpoint(runs / "a" / "checkpoints" / "last.ckpt", 100)
+    hpc = _checkpoint(runs / "b" / "hpc_ckpt_1.ckpt", 200)
+    _checkpoint(runs / "c" / "checkpoints" / "last.ckpt", 150)
+    assert resolve_ckpt_path("last", _cfg(tmp_path)) == str(hpc)
+
+
+def test_a_requeued_slurm_job_resumes_its_own_newest_checkpoint(tmp_path, monkeypatch):
+    runs = tmp_path / "train" / "runs"
+    own = _checkpoint(runs / "a" / "checkpoints" / "last.ckpt", 100, job="77")
+    _checkpoint(runs / "b" / "checkpoints" / "last.ckpt", 200, job="78")  # another job's, newer
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert slurm_requeued()
+    assert resolve_ckpt_path(None, _cfg(tmp_path), requeued=True) == str(own)
+    monkeypatch.setenv("SLURM_JOB_ID", "79")  # a job that saved nothing yet starts afresh
+    assert resolve_ckpt_path(None, _cfg(tmp_path), requeued=True) is None
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    assert not slurm_requeued()

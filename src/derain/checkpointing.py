@@ -7,6 +7,8 @@
   with `ckpt_path=last`.
 - `RandomStates`: Python, NumPy and torch random states travel in checkpoints, so a resumed run
   draws what an uninterrupted one would.
+- `newest_checkpoint`: what `ckpt_path=last` resumes, and what a requeued SLURM job resumes
+  without being told (`slurm_requeued`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
+
+SLURM_JOB_KEY = "slurm_job_id"
+"""Checkpoint entry holding the SLURM job that wrote it (absent outside SLURM)."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -76,6 +81,13 @@ class CheckpointOnSigterm(Callback):
     def __init__(self, dirpath: str | os.PathLike, filename: str = "last.ckpt") -> None:
         self.path = Path(dirpath) / filename
 
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # a requeued SLURM job keeps its id: it finds its own checkpoints by it
+        if "SLURM_JOB_ID" in os.environ:
+            checkpoint[SLURM_JOB_KEY] = os.environ["SLURM_JOB_ID"]
+
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
@@ -119,3 +131,27 @@ class RandomStates(Callback):
         torch.set_rng_state(state_dict["torch"])
         if "torch.cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["torch.cuda"])
+
+
+def newest_checkpoint(runs: Path, slurm_job_id: str | None = None) -> Path | None:
+    """The most recently written checkpoints/last.ckpt or hpc_ckpt_N.ckpt (Lightning's SLURM
+    save) under the run folders `runs`, optionally only those written by SLURM job
+    `slurm_job_id`; None when there is none."""
+    candidates = [*runs.glob("**/checkpoints/last.ckpt"), *runs.glob("**/hpc_ckpt_*.ckpt")]
+    for path in sorted(candidates, key=lambda p: p.stat().st_mtime, reverse=True):
+        if slurm_job_id is None or _job_of(path) == slurm_job_id:
+            return path
+    return None
+
+
+def slurm_requeued() -> bool:
+    """True in a SLURM job that has been requeued (preempted or timed out, then restarted)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+
+
+def _job_of(path: Path) -> str | None:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, EOFError):  # unreadable: not one to resume from
+        return None
+    return checkpoint.get(SLURM_JOB_KEY)

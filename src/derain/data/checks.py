@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Literal
 
-from derain.data.io import ImageReadError, read_image, read_image_size
+from derain.data.io import ImageReadError, decode_image, read_image_size
 
 CheckMode = Literal["header", "full"]
 CHECK_MODES: tuple[str, ...] = ("header", "full")
@@ -79,8 +79,10 @@ def scan_files(
         results = [_probe(path, mode) for path in files]
     else:
         workers = workers or _usable_cores()
+        from rich.console import Console
         from rich.progress import track
 
+        console = Console(stderr=True)
         with ProcessPoolExecutor(max_workers=min(workers, len(files))) as pool:
             chunk = max(1, len(files) // (workers * 16))
             results = list(
@@ -89,6 +91,8 @@ def scan_files(
                     total=len(files),
                     description=description,
                     transient=True,
+                    console=console,
+                    disable=not console.is_terminal,  # no bar in log files
                 )
             )
     sizes = {path: size for path, size, error in results if error is None}
@@ -116,7 +120,7 @@ def warn_bad_sample(path: Path | str, reason: str) -> None:
 def _probe(path: Path, mode: CheckMode) -> tuple[Path, tuple[int, int] | None, str | None]:
     try:
         if mode == "full":
-            return path, read_image(path).shape[:2], None
+            return path, decode_image(path), None
         return path, read_image_size(path), None
     except FileNotFoundError:
         return path, None, "file not found"

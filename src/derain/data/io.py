@@ -93,6 +93,29 @@ def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
+def decode_image(path: str | os.PathLike) -> tuple[int, int]:
+    """Decode every pixel of an image file, as `read_image` does, and return the upright
+    (height, width); skips the conversion to float, so checking a data set costs less.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageReadError: the file cannot be decoded; the message names it.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            if _has_16bit_colour(image):
+                return read_image(path).shape[:2]
+            image.load()
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, *_DECODE_ERRORS) as err:
+        raise ImageReadError(f"cannot decode image file {path}: {err}", path) from err
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
 def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
     """Save an image as an 8-bit file; the format follows the suffix (.png, .jpg, ...).
 
