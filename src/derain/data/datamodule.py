@@ -214,11 +214,15 @@ class DerainDataModule(LightningDataModule):
         sampler = EpochShuffle(self.train_set, seed=self.seed)
         # a set smaller than one batch would otherwise yield no batch at all
         drop_last = len(self.train_set) >= max(self.schedule.batch_sizes)
-        self.batch_sampler = ProgressiveBatchSampler(sampler, self.schedule, drop_last=drop_last)
-        self.batch_sampler.set_iteration(self._resume_iteration())
-        if self._resume_position is not None:
-            self.batch_sampler.resume_epoch(**self._resume_position)
-            self._resume_position = None
+        position = self._resume_position
+        self._resume_position = None
+        self.batch_sampler = ProgressiveBatchSampler(
+            sampler,
+            self.schedule,
+            drop_last=drop_last,
+            start_iteration=self._resume_iteration(),
+            resume_at=(position["epoch"], position["batches"]) if position else None,
+        )
         return DataLoader(
             self.train_set,
             batch_sampler=self.batch_sampler,
@@ -234,7 +238,7 @@ class DerainDataModule(LightningDataModule):
         if trainer is None or self.batch_sampler is None:
             return {}
         drawn = trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        return {"epoch": self.batch_sampler.current_epoch, "batches": int(drawn)}
+        return {"epoch": int(trainer.current_epoch), "batches": int(drawn)}
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self._resume_position = dict(state_dict) if state_dict else None

@@ -77,20 +77,27 @@ class ProgressiveBatchSampler(BatchSampler):
             that replaces it).
         schedule: patch and batch size by iteration.
         drop_last: drop the last, smaller batch of each epoch (keeps batch norm statistics sane).
+        start_iteration: the iteration to start at (`set_iteration`).
+        resume_at: (epoch, batches): see `resume_epoch`.
     """
 
     def __init__(
-        self, sampler: Sampler[int], schedule: PatchSchedule, drop_last: bool = True
+        self,
+        sampler: Sampler[int],
+        schedule: PatchSchedule,
+        drop_last: bool = True,
+        start_iteration: int = 0,
+        resume_at: tuple[int, int] | None = None,
     ) -> None:
-        # BatchSampler.__init__ is not called: its fixed batch_size is a property here
+        # BatchSampler.__init__ is not called: its fixed batch_size is a property here.
+        # Where to start is an argument, not only a setter: under several processes Lightning
+        # rebuilds this sampler from its arguments around a DistributedSampler
         self.sampler = sampler
         self.schedule = schedule
         self.drop_last = drop_last
-        self.iteration = 0
+        self.iteration = start_iteration
         self.epoch = 0
-        self.current_epoch = 0
-        """The epoch of the batches being drawn (for checkpoints)."""
-        self._skip: tuple[int, int] | None = None
+        self._skip = tuple(resume_at) if resume_at is not None else None
 
     @property
     def batch_size(self) -> int:
@@ -116,7 +123,6 @@ class ProgressiveBatchSampler(BatchSampler):
         # which Lightning sets before each one, a resumed run included
         epoch = getattr(self.sampler, "epoch", self.epoch)
         self.epoch = epoch + 1
-        self.current_epoch = epoch
         skip = self._skip[1] if self._skip is not None and self._skip[0] == epoch else 0
         self._skip = None
         # the skipped batches had the sizes in force at their own iterations
