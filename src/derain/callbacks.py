@@ -173,10 +173,12 @@ class SkippedSamples(Callback):
 
     def _gather_files(self, trainer: pl.Trainer) -> None:
         if trainer.world_size > 1 and torch.distributed.is_initialized():
-            everyone: list = [None] * trainer.world_size
+            # the group's size, not the trainer's: a sweep's later jobs in one process may
+            # find an earlier job's group still in place
+            everyone: list = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(everyone, self.files)
             for files in everyone:
-                for key, names in files.items():
+                for key, names in (files or {}).items():
                     self.files.setdefault(key, set()).update(names)
 
     def _check_limits(self, trainer: pl.Trainer) -> None:
