@@ -283,7 +283,10 @@ class DerainDataModule(LightningDataModule):
             files = [file for pair in pairs for file in pair.files]
             sizes, bad = scan_files(files, self.check_images, description=f"checking {key}")
             if bad:
-                pairs = self._leave_out(pairs, bad, key, max_bad if skip else None)
+                kept = self._leave_out(pairs, bad, key, max_bad if skip else None)
+                # pairs left out here count against the limit of those skipped later
+                max_bad = None if max_bad is None else max_bad - (len(pairs) - len(kept))
+                pairs = kept
             check_pair_sizes(pairs, sizes)
         return PairedDataset(
             pairs,
