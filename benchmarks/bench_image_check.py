@@ -2,7 +2,8 @@
 
 Finds the pairs under a folder (any layout `find_pairs` knows), then times `scan_files` over
 all their files: "header" (in this process) and "full" (decoding every image, in 1 process and
-in one per core). Each mode runs `--rounds` times; prints the fastest, in seconds and files/s.
+in one per core). Each mode runs `--rounds` times; prints the fastest, in seconds and files/s,
+then the CPU time of each check in one process (what an idle machine's cores share).
 
     derain-synth out=/tmp/synth1000 n=1000          # 1,000 pairs: 3,000 PNGs of 256²
     python benchmarks/bench_image_check.py /tmp/synth1000
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from derain.data import find_pairs
 from derain.data.checks import scan_files
+from derain.data.io import decode_image
 
 
 def timed_scan(files: list[Path], mode: str, workers: int | None, rounds: int) -> float:
@@ -46,6 +48,18 @@ def main(argv: list[str] | None = None) -> int:
     for label, mode, workers in rows:
         seconds = timed_scan(files, mode, workers, args.rounds)
         print(f"{label:>22}: {seconds:7.2f} s  ({len(files) / seconds:8.0f} files/s)")
+    # CPU time of one process does not depend on how busy the machine is: divided by the
+    # cores, it is what the full check takes on an idle machine
+    start = time.process_time()
+    scan_files(files, "header")
+    header_cpu = time.process_time() - start
+    start = time.process_time()
+    for path in files:
+        decode_image(path)
+    full_cpu = time.process_time() - start
+    print(
+        f"CPU time: header {header_cpu:.2f} s, full {full_cpu:.2f} s ({full_cpu / len(files) * 1000:.1f} ms a file)"
+    )
     return 0
 
 
