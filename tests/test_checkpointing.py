@@ -36,6 +36,9 @@ def test_a_successful_write_replaces_the_checkpoint(tmp_path):
     io.save_checkpoint({"global_step": 1}, path)
     io.save_checkpoint({"global_step": 2}, path)
     assert io.load_checkpoint(path, weights_only=True)["global_step"] == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as readable as a plain write
 
 
 def test_every_trainer_config_writes_checkpoints_atomically(compose_config):

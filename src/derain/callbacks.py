@@ -154,7 +154,8 @@ class SkippedSamples(Callback):
             self._close_epoch(trainer, pl_module, "val")
 
     def _close_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        count = trainer.strategy.reduce(torch.tensor(float(self._epoch[stage])), reduce_op="sum")
+        local = torch.tensor(float(self._epoch[stage]), device=pl_module.device)  # NCCL: on GPU
+        count = trainer.strategy.reduce(local, reduce_op="sum")
         self._epoch[stage] = 0
         self.skipped[stage] += int(count)
         self._gather_files(trainer)
