@@ -38,13 +38,13 @@ def _assert_same_training_state(a, b):
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
+def _straight_run(cwd, *extra):
     """One uninterrupted run, keeping a checkpoint every 7 steps: (its last.ckpt, step 7's)."""
-    cwd = tmp_path_factory.mktemp("straight")
+    cwd.mkdir(parents=True, exist_ok=True)
     run_cli(
         "derain-train",
         *BASE,
+        *extra,
         "+callbacks.every7._target_=lightning.pytorch.callbacks.ModelCheckpoint",
         f"+callbacks.every7.dirpath={cwd / 'every7'}",
         "+callbacks.every7.filename='step{step}'",
@@ -58,10 +58,25 @@ def straight(tmp_path_factory):
     return run / "checkpoints" / "last.ckpt", step7
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    return _straight_run(tmp_path_factory.mktemp("straight"))
+
+
 def test_resuming_mid_epoch_gives_the_weights_of_an_uninterrupted_run(straight, tmp_path):
     last, step7 = straight
     assert _load(step7)["global_step"] == 7  # step 7 of 8 in the first epoch
     run_cli("derain-train", *BASE, f"ckpt_path={step7}", cwd=tmp_path)
+    (resumed,) = run_dirs(tmp_path)
+    _assert_same_training_state(_load(last), _load(resumed / "checkpoints" / "last.ckpt"))
+
+
+@pytest.mark.slow
+def test_resuming_mid_epoch_under_ddp_gives_the_weights_of_an_uninterrupted_run(tmp_path):
+    # two processes: Lightning rebuilds the batch sampler around a DistributedSampler, which
+    # must keep the resume position; 4 steps per epoch, so step 7 is inside the second epoch
+    last, step7 = _straight_run(tmp_path / "straight", "trainer=ddp_cpu")
+    run_cli("derain-train", *BASE, "trainer=ddp_cpu", f"ckpt_path={step7}", cwd=tmp_path)
     (resumed,) = run_dirs(tmp_path)
     _assert_same_training_state(_load(last), _load(resumed / "checkpoints" / "last.ckpt"))
 
