@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -11,6 +12,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+log = logging.getLogger(__name__)
 
 
 class EMA(EMAWeightAveraging):
@@ -150,3 +153,115 @@ class ThroughputRecorder(Callback):
         if trainer.is_global_zero and self.epoch_seconds:
             path = Path(trainer.default_root_dir) / self.filename
             path.write_text(json.dumps(self.summary(trainer), indent=2))
+
+
+class SkippedSamples(Callback):
+    """Counts the training and validation samples that could not be read and were replaced.
+
+    Datasets list the files they skipped in each item ("skipped", see `PairedDataset`), so
+    the count is right with any number of loader workers; at each epoch end the counts of all
+    processes are summed, logged (`data/skipped_train`, `data/skipped_val`), written to
+    `filename` in the run folder with the files' names (and those left out at set-up), and
+    checked against the data module's limits (`data.max_bad_fraction`).
+    """
+
+    def __init__(self, filename: str = "skipped_samples.json") -> None:
+        self.filename = filename
+        self.skipped = {"train": 0, "val": 0}  # samples replaced, over the whole run
+        self.files: dict[str, set[str]] = {}  # set key ("data.train"...) → distinct bad files
+        self._epoch = {"train": 0, "val": 0}
+
+    def state_dict(self) -> dict:
+        return {
+            "skipped": dict(self.skipped),
+            "files": {k: sorted(v) for k, v in self.files.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.skipped.update(state_dict.get("skipped", {}))
+        self.files = {k: set(v) for k, v in state_dict.get("files", {}).items()}
+
+    def _collect(self, stage: str, key: str, batch) -> None:
+        names = [n for entry in batch.get("skipped", ()) if entry for n in entry.split("\n")]
+        self._epoch[stage] += len(names)
+        if names:
+            self.files.setdefault(key, set()).update(names)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._collect("train", "data.train", batch)
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        names = getattr(trainer.datamodule, "val_set_names", None) or ["val"]
+        self._collect("val", f"data.val.{names[dataloader_idx]}", batch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_epoch(trainer, pl_module, "train")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._close_epoch(trainer, pl_module, "val")
+
+    def _close_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        local = torch.tensor(float(self._epoch[stage]), device=pl_module.device)  # NCCL: on GPU
+        count = trainer.strategy.reduce(local, reduce_op="sum")
+        self._epoch[stage] = 0
+        self.skipped[stage] += int(count)
+        self._gather_files(trainer)
+        pl_module.log(f"data/skipped_{stage}", float(self.skipped[stage]), sync_dist=False)
+        if int(count):
+            log.warning(
+                "%d unreadable %s sample(s) skipped this epoch (%d in the run), listed in %s",
+                int(count),
+                "training" if stage == "train" else "validation",
+                self.skipped[stage],
+                Path(trainer.default_root_dir) / self.filename,
+            )
+        if trainer.is_global_zero:
+            self.write(trainer)
+        self._check_limits(trainer)
+
+    def _gather_files(self, trainer: pl.Trainer) -> None:
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            # the group's size, not the trainer's: a sweep's later jobs in one process may
+            # find an earlier job's group still in place
+            everyone: list = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(everyone, self.files)
+            for files in everyone:
+                for key, names in (files or {}).items():
+                    self.files.setdefault(key, set()).update(names)
+
+    def _check_limits(self, trainer: pl.Trainer) -> None:
+        datamodule = trainer.datamodule
+        limits = getattr(datamodule, "bad_sample_limits", {})
+        excluded = getattr(datamodule, "excluded", {})
+        for key, names in self.files.items():
+            limit = limits.get(key)
+            bad = names | set(excluded.get(key, ()))
+            if limit is not None and len(bad) > limit:
+                from derain.data.checks import TooManyBadSamplesError
+
+                listed = "\n".join(f"  {name}" for name in sorted(bad)[:50])
+                raise TooManyBadSamplesError(
+                    f"{len(bad)} files of {key} cannot be read, more than the {limit} allowed "
+                    f"(data.max_bad_fraction):\n{listed}\nFix or remove these files, or raise "
+                    "data.max_bad_fraction"
+                )
+
+    def write(self, trainer: pl.Trainer) -> Path:
+        """Writes the counts and file names to the run folder; returns the file."""
+        excluded = getattr(trainer.datamodule, "excluded", {})
+        report = {
+            "skipped_samples": self.skipped,
+            "skipped_files": {k: sorted(v) for k, v in sorted(self.files.items())},
+            "left_out_at_setup": {k: sorted(v) for k, v in sorted(excluded.items())},
+        }
+        path = Path(trainer.default_root_dir) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2))
+        return path
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self.write(trainer)

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from derain.checkpointing import newest_checkpoint, slurm_requeued
 from derain.evaluation import markdown_table, write_results
 from derain.inference.ensemble import ensemble_transforms
 from derain.models import optimize
@@ -33,23 +34,30 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
     return [instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
 
 
-def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig) -> str | None:
-    """`last` → this run's checkpoints/last.ckpt if present, else the newest last.ckpt of any
-    earlier run of the same task; other values must name an existing file."""
+def resolve_ckpt_path(ckpt_path: str | None, cfg: DictConfig, requeued: bool = False) -> str | None:
+    """`last` → this run's checkpoints/last.ckpt if present, else the newest last.ckpt (or
+    SLURM hpc_ckpt_N.ckpt) of any earlier run of the same task; other values must name an
+    existing file. With `requeued` (training in a requeued SLURM job) and no ckpt_path, the
+    newest checkpoint that this SLURM job wrote, if any."""
+    runs = Path(cfg.paths.log_dir) / cfg.task_name
+    if not ckpt_path and requeued:
+        found = newest_checkpoint(runs, slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+        if found is not None:
+            log.info("requeued SLURM job: resuming from %s", found)
+        return str(found) if found is not None else None
     if not ckpt_path:
         return None
     if ckpt_path == "last":
         here = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
         if here.is_file():
             return str(here)
-        runs = Path(cfg.paths.log_dir) / cfg.task_name
-        candidates = sorted(runs.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
+        found = newest_checkpoint(runs)
+        if found is None:
             raise FileNotFoundError(
                 f"ckpt_path=last: no checkpoints/last.ckpt under {runs}; train first or pass "
                 "ckpt_path=/path/to/file.ckpt"
             )
-        return str(candidates[-1])
+        return str(found)
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
     return ckpt_path
@@ -128,7 +136,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg, requeued=slurm_requeued())
     last = out_dir / "checkpoints" / "last.ckpt"
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)

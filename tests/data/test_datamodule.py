@@ -207,7 +207,7 @@ def test_sets_without_rain_layer_give_batches_without_rain(tmp_path, files):
     datamodule = DerainDataModule(train=str(tmp_path), num_workers=0, patch_size=32, batch_size=2)
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
-    assert set(batch) == {"rainy", "clean", "name"}
+    assert set(batch) == {"rainy", "clean", "name", "skipped"}  # skipped: unreadable files
 
 
 def _augmented_cleans(tmp_path, examples, augment: str, epochs: int):

@@ -6,6 +6,7 @@ import pytest
 from torch.utils.data import SequentialSampler
 
 from derain.data import PatchSchedule, ProgressiveBatchSampler, TrainKey
+from derain.data.sampling import EpochShuffle
 
 SCHEDULE = PatchSchedule(patch_sizes=(32, 48, 64), batch_sizes=(4, 2, 1), milestones=(2, 5))
 
@@ -52,3 +53,24 @@ def test_last_partial_batch_kept_without_drop_last():
     schedule = PatchSchedule.constant(patch_size=16, batch_size=4)
     sampler = ProgressiveBatchSampler(SequentialSampler(range(6)), schedule, drop_last=False)
     assert [len(b) for b in sampler] == [4, 2] and len(sampler) == 2
+
+
+def test_the_shuffle_depends_on_seed_and_epoch_only():
+    first, again = EpochShuffle(range(50), seed=3), EpochShuffle(range(50), seed=3)
+    epoch0, epoch1 = list(first), list(first)  # each pass moves to the next epoch
+    assert sorted(epoch0) == list(range(50)) and epoch0 != epoch1
+    again.set_epoch(1)
+    assert list(again) == epoch1
+    assert list(EpochShuffle(range(50), seed=4)) != epoch0
+
+
+def test_a_resumed_sampler_skips_the_batches_drawn_before_the_checkpoint():
+    # 20 items over the schedule's stages: batches of 4, 4, then 2, 2, 2, then 1...
+    whole = list(ProgressiveBatchSampler(EpochShuffle(range(20), seed=1), SCHEDULE))
+    # as rebuilt from its arguments (what Lightning does under several processes), after 3 steps
+    resumed = ProgressiveBatchSampler(
+        EpochShuffle(range(20), seed=1), SCHEDULE, start_iteration=3, resume_at=(0, 3)
+    )
+    assert list(resumed) == whole[3:]
+    assert resumed.iteration == len(whole)
+    assert all(key.epoch == 1 for batch in resumed for key in batch)  # next epoch: no skip

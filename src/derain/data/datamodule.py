@@ -8,6 +8,7 @@ Configured from `conf/data/*.yaml` (`_target_: derain.data.DerainDataModule`). E
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +16,16 @@ from pathlib import Path
 import torch
 from lightning import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from derain.data.checks import (
+    BadSampleWarning,
+    TooManyBadSamplesError,
+    check_mode,
+    describe_bad_files,
+    max_bad_samples,
+    scan_files,
+)
 from derain.data.datasets import (
     Augment,
     PairedDataset,
@@ -24,10 +33,11 @@ from derain.data.datasets import (
     SyntheticTrainDataset,
     evenly_spaced,
 )
+from derain.data.io import ImageReadError
 from derain.data.layouts import find_pairs
-from derain.data.pairs import DatasetNotFoundError, RainySide, check_pair_sizes
+from derain.data.pairs import DatasetNotFoundError, Pair, RainySide, check_pair_sizes
 from derain.data.photos import Split
-from derain.data.sampling import PatchSchedule, ProgressiveBatchSampler
+from derain.data.sampling import EpochShuffle, PatchSchedule, ProgressiveBatchSampler
 
 _MAX_DEFAULT_WORKERS = 8
 
@@ -96,8 +106,17 @@ class DerainDataModule(LightningDataModule):
         pin_memory: pin batches in page-locked memory; None pins when CUDA is available.
         limit: use at most this many pairs/tiles/images per set, evenly spaced (quick runs).
         seed: fixes every crop, flip and rain draw (items depend on seed and index only).
-        check_images: read every image header during `setup` so that unreadable files and
-            mismatched pairs fail before training starts.
+        check_images: at `setup`, true/"header" reads every image header, "full" decodes
+            every image (in parallel across cores), false checks nothing. Every unreadable
+            file is listed at once; those of training and validation sets are left out (up
+            to the `max_bad_fraction` limit), those of test sets stop the run.
+        max_bad_fraction: share of a training or validation set's pairs that may be unreadable
+            (left out at set-up, or skipped with a warning when they fail while training,
+            another pair taking their place); more stops the run. Test sets never skip.
+        fail_fast: stop at the first unreadable file instead (same as max_bad_fraction=0).
+
+    A training run resumed from a mid-epoch checkpoint continues the epoch where it stopped:
+    the shuffle is a function of (seed, epoch), and `state_dict` records the batches drawn.
     """
 
     def __init__(
@@ -116,7 +135,9 @@ class DerainDataModule(LightningDataModule):
         pin_memory: bool | None = None,
         limit: int | None = None,
         seed: int = 0,
-        check_images: bool = True,
+        check_images: bool | str = True,
+        max_bad_fraction: float = 0.01,
+        fail_fast: bool = False,
     ) -> None:
         super().__init__()
         self.train_spec = _as_spec(train, "data.train") if train is not None else None
@@ -136,7 +157,15 @@ class DerainDataModule(LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.limit = limit
         self.seed = seed
-        self.check_images = check_images
+        self.check_images = check_mode(check_images)
+        max_bad_samples(0, max_bad_fraction, fail_fast)  # a bad fraction fails here
+        self.max_bad_fraction = max_bad_fraction
+        self.fail_fast = fail_fast
+        self.excluded: dict[str, list[str]] = {}
+        """Unreadable files left out at set-up, by set ("data.train", "data.val.NAME")."""
+        self.bad_sample_limits: dict[str, int | None] = {}
+        """Unreadable pairs each training/validation set may skip (None: none, fail fast)."""
+        self._resume_position: dict[str, int] | None = None
         self.train_set: Dataset | None = None
         self.val_sets: list[Dataset] = []
         self.test_sets: list[Dataset] = []
@@ -156,15 +185,17 @@ class DerainDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Find and check the files of the sets `stage` needs ("fit", "validate", "test")."""
         if stage in ("fit", None) and self.train_spec is not None and self.train_set is None:
-            self.train_set = self._build(self.train_spec, "data.train", training=True)
+            self.train_set = self._build(self.train_spec, "data.train", training=True, skip=True)
         if stage in ("fit", "validate", None) and not self.val_sets:
             self.val_sets = [
-                self._build(spec, f"data.val.{name}", training=False)
+                self._build(spec, f"data.val.{name}", training=False, skip=True)
                 for name, spec in self.val_specs.items()
             ]
-        if stage in ("test", None) and not self.test_sets:
+        # a test set that cannot be read fails before training, not after it
+        fit_check = stage == "fit" and self.check_images is not None
+        if (stage in ("test", None) or fit_check) and not self.test_sets:
             self.test_sets = [
-                self._build(spec, f"data.test.{name}", training=False)
+                self._build(spec, f"data.test.{name}", training=False, skip=False)
                 for name, spec in self.test_specs.items()
             ]
 
@@ -180,11 +211,18 @@ class DerainDataModule(LightningDataModule):
                 "no training set: give data.train (a PairedSet or SyntheticSet) and call "
                 "setup('fit') first"
             )
-        sampler = RandomSampler(self.train_set, generator=torch.Generator().manual_seed(self.seed))
+        sampler = EpochShuffle(self.train_set, seed=self.seed)
         # a set smaller than one batch would otherwise yield no batch at all
         drop_last = len(self.train_set) >= max(self.schedule.batch_sizes)
-        self.batch_sampler = ProgressiveBatchSampler(sampler, self.schedule, drop_last=drop_last)
-        self.batch_sampler.set_iteration(self._resume_iteration())
+        position = self._resume_position
+        self._resume_position = None
+        self.batch_sampler = ProgressiveBatchSampler(
+            sampler,
+            self.schedule,
+            drop_last=drop_last,
+            start_iteration=self._resume_iteration(),
+            resume_at=(position["epoch"], position["batches"]) if position else None,
+        )
         return DataLoader(
             self.train_set,
             batch_sampler=self.batch_sampler,
@@ -192,6 +230,18 @@ class DerainDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the training loader stands: its epoch and the batches the trainer has drawn
+        from it in that epoch (saved in checkpoints; a resumed run skips those batches)."""
+        trainer = self.trainer
+        if trainer is None or self.batch_sampler is None:
+            return {}
+        drawn = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return {"epoch": int(trainer.current_epoch), "batches": int(drawn)}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume_position = dict(state_dict) if state_dict else None
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._eval_loader(dataset) for dataset in self.val_sets]
@@ -218,21 +268,66 @@ class DerainDataModule(LightningDataModule):
             return self._start_iteration
         return max(self._start_iteration, trainer.global_step * trainer.accumulate_grad_batches)
 
-    def _build(self, spec: PairedSet | SyntheticSet, key: str, training: bool) -> Dataset:
+    def _build(
+        self, spec: PairedSet | SyntheticSet, key: str, training: bool, skip: bool
+    ) -> Dataset:
         if isinstance(spec, SyntheticSet):
             return self._build_synthetic(spec, training)
         path = self._resolve(spec, key)
         pairs = find_pairs(path, spec.layout, spec.rainy_side, check_images=False)
         pairs = evenly_spaced(pairs, self.limit)
+        max_bad = max_bad_samples(len(pairs), self.max_bad_fraction, self.fail_fast)
+        if skip:
+            self.bad_sample_limits[key] = max_bad
         if self.check_images:
-            check_pair_sizes(pairs)
+            files = [file for pair in pairs for file in pair.files]
+            sizes, bad = scan_files(files, self.check_images, description=f"checking {key}")
+            if bad:
+                kept = self._leave_out(pairs, bad, key, max_bad if skip else None)
+                # pairs left out here count against the limit of those skipped later
+                max_bad = None if max_bad is None else max_bad - (len(pairs) - len(kept))
+                pairs = kept
+            check_pair_sizes(pairs, sizes)
         return PairedDataset(
             pairs,
             train=training,
             patch_size=self.schedule.patch_sizes[0],
             augment=self.augment,
             seed=self.seed,
+            max_bad=max_bad if skip else None,
         )
+
+    def _leave_out(
+        self, pairs: list[Pair], bad: dict[Path, str], key: str, max_bad: int | None
+    ) -> list[Pair]:
+        """The pairs whose files all read, when the unreadable ones are within the limit."""
+        good = [pair for pair in pairs if not any(file in bad for file in pair.files)]
+        dropped = len(pairs) - len(good)
+        listed = describe_bad_files(bad)
+        if max_bad is None:
+            why = (
+                "a test set is scored whole, as papers report it"
+                if key.startswith("data.test")
+                else "data.fail_fast=true"
+            )
+            raise ImageReadError(
+                f"{len(bad)} file(s) of {key} cannot be read ({why}):\n{listed}\n"
+                "Fix or remove these files (and their pairs)"
+            )
+        if dropped > max_bad:
+            raise TooManyBadSamplesError(
+                f"{dropped} of {len(pairs)} pairs of {key} have unreadable files, more than the "
+                f"{max_bad} allowed (data.max_bad_fraction={self.max_bad_fraction}):\n{listed}\n"
+                "Fix or remove these files, or raise data.max_bad_fraction"
+            )
+        warnings.warn(
+            f"leaving out {dropped} of {len(pairs)} pairs of {key} whose files cannot be "
+            f"read:\n{listed}",
+            BadSampleWarning,
+            stacklevel=2,
+        )
+        self.excluded[key] = [str(file) for file in bad]
+        return good
 
     def _build_synthetic(self, spec: SyntheticSet, training: bool) -> Dataset:
         if training:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from derain.data.checks import TooManyBadSamplesError, warn_bad_sample
+from derain.data.io import ImageReadError
 from derain.data.pairs import Pair, load_pair
 from derain.data.photos import Split, crop_around, fit_longest_side, load_photo, photo_names
 from derain.data.sampling import TrainKey
@@ -30,7 +33,8 @@ Augment = Literal["d4", "flips", "hflip", "none"]
 AUGMENTS: tuple[str, ...] = get_args(Augment)
 Item = dict[str, torch.Tensor | str]
 
-_STAGE_KEYS = {"train": 0, "val": 1, "test": 2}
+_STAGE_KEYS = {"train": 0, "val": 1, "test": 2, "replace": 3}
+_MAX_REPLACEMENTS = 100
 
 
 class PairTransform:
@@ -116,6 +120,12 @@ class PairedDataset(Dataset):
         patch_size: patch side for training items indexed by a plain int.
         augment: see `PairTransform`.
         seed: with the `TrainKey`, fixes each training item's crop and flip.
+        max_bad: None: a pair that cannot be read raises `ImageReadError` (test sets). A number:
+            such a pair is replaced, with a `BadSampleWarning`, by another one drawn from
+            (seed, key), and its files are listed in the item's "skipped" entry (newline-
+            separated, "" for none) so that the run can count them whatever process loaded
+            them; more than `max_bad` distinct bad pairs seen by one process raise
+            `TooManyBadSamplesError`.
 
     `has_rain` is True only when every pair has a rain layer, so batches never mix items with
     and without one.
@@ -128,18 +138,65 @@ class PairedDataset(Dataset):
         patch_size: int = 128,
         augment: Augment = "d4",
         seed: int = 0,
+        max_bad: int | None = None,
     ) -> None:
         self.pairs = list(pairs)
         self.train = train
         self.patch_size = patch_size
         self.seed = seed
+        self.max_bad = max_bad
         self.has_rain = bool(self.pairs) and all(pair.rain is not None for pair in self.pairs)
         self.transform = PairTransform(augment)
+        self._bad: dict[int, tuple[Path, str]] = {}  # this process's bad pairs: index → file
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, key: int | TrainKey) -> Item:
+        if self.max_bad is None:
+            return self._load(key)
+        skipped: list[str] = []
+        for attempt in range(_MAX_REPLACEMENTS):
+            index = key.index if isinstance(key, TrainKey) else int(key)
+            if index not in self._bad:
+                try:
+                    item = self._load(key)
+                except (ImageReadError, FileNotFoundError) as err:
+                    self._remember_bad(index, err)
+                else:
+                    item["skipped"] = "\n".join(skipped)
+                    return item
+            skipped.append(str(self._bad[index][0]))
+            key = self._replacement(key, attempt)
+        raise TooManyBadSamplesError(
+            f"{_MAX_REPLACEMENTS} samples in a row could not be read, e.g. {skipped[-1]}: check "
+            "the data set's files (data.check_images=full lists every bad one)"
+        )
+
+    def _remember_bad(self, index: int, err: Exception) -> None:
+        path = (
+            getattr(err, "path", None) or getattr(err, "filename", None) or self.pairs[index].rainy
+        )
+        self._bad[index] = (Path(path), str(err))
+        if len(self._bad) > self.max_bad:
+            listed = "\n".join(f"  {file}: {reason}" for file, reason in self._bad.values())
+            raise TooManyBadSamplesError(
+                f"{len(self._bad)} of {len(self.pairs)} pairs cannot be read, more than the "
+                f"{self.max_bad} allowed (data.max_bad_fraction):\n{listed}\nFix or remove "
+                "these files, or raise data.max_bad_fraction"
+            )
+        warn_bad_sample(path, str(err.__cause__ or err))
+
+    def _replacement(self, key: int | TrainKey, attempt: int) -> int | TrainKey:
+        """Another pair than `key`'s, drawn from (seed, key, attempt): a resumed run draws
+        the same."""
+        index = key.index if isinstance(key, TrainKey) else int(key)
+        epoch = key.epoch if isinstance(key, TrainKey) else 0
+        rng = np.random.default_rng([self.seed, _STAGE_KEYS["replace"], index, epoch, attempt])
+        other = (index + 1 + int(rng.integers(max(1, len(self.pairs) - 1)))) % len(self.pairs)
+        return key._replace(index=other) if isinstance(key, TrainKey) else other
+
+    def _load(self, key: int | TrainKey) -> Item:
         if not self.train:
             pair = self.pairs[key]
             rainy, clean, rain = load_pair(pair)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -53,6 +53,13 @@ class Pair:
     rainy_half: RainySide | None = None
 
     @property
+    def files(self) -> tuple[Path, ...]:
+        """Every file the pair reads (one for side-by-side releases)."""
+        if self.rainy_half is not None:
+            return (self.rainy,)
+        return (self.rainy, self.clean) + ((self.rain,) if self.rain is not None else ())
+
+    @property
     def name(self) -> str:
         """The rainy file's stem, used to name results (e.g. "rain-001", "901_3")."""
         return self.rainy.stem
@@ -92,8 +99,13 @@ def load_pair(
     return rainy, clean, (rain[0] if rain else None)
 
 
-def check_pair_sizes(pairs: Sequence[Pair]) -> None:
+def check_pair_sizes(
+    pairs: Sequence[Pair], sizes: Mapping[Path, tuple[int, int]] | None = None
+) -> None:
     """Read every pair's image headers and verify the sizes agree, before training starts.
+
+    `sizes` gives (height, width) by file when they are known already (see `scan_files`);
+    files missing from it are read.
 
     Pairs that differ by a few pixels draw one `SizeMismatchWarning` for the whole list (they are
     cropped when loaded); anything larger, or a file whose header cannot be read, stops here.
@@ -103,10 +115,15 @@ def check_pair_sizes(pairs: Sequence[Pair]) -> None:
             a side-by-side image is too narrow to hold two pictures.
         ImageReadError: a file is not a readable image; the message names it.
     """
+    known = sizes or {}
+
+    def size_of(path: Path) -> tuple[int, int]:
+        return known[path] if path in known else read_image_size(path)
+
     cropped: list[str] = []
     for pair in pairs:
         if pair.rainy_half is not None:
-            height, width = read_image_size(pair.rainy)
+            height, width = size_of(pair.rainy)
             if width < 2:
                 raise DatasetLayoutError(
                     f"{pair.rainy} is {height}×{width}: too narrow to hold a rainy and a clean "
@@ -114,10 +131,10 @@ def check_pair_sizes(pairs: Sequence[Pair]) -> None:
                 )
             continue
         files = [pair.rainy, pair.clean] + ([pair.rain] if pair.rain is not None else [])
-        sizes = [read_image_size(path) for path in files]
-        if len(set(sizes)) > 1:
-            _common_size(pair, sizes)
-            cropped.append(f"{pair.rainy.name} {_size_text(sizes[0])} vs {_size_text(sizes[1])}")
+        found = [size_of(path) for path in files]
+        if len(set(found)) > 1:
+            _common_size(pair, found)
+            cropped.append(f"{pair.rainy.name} {_size_text(found[0])} vs {_size_text(found[1])}")
     if cropped:
         warnings.warn(
             f"{len(cropped)} pair(s) differ in size by at most {MAX_SIZE_DIFFERENCE} px and are "

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from torch.utils.data import BatchSampler, Sampler
+import torch
+from torch.utils.data import BatchSampler, RandomSampler, Sampler
 
 
 class TrainKey(NamedTuple):
@@ -76,17 +77,27 @@ class ProgressiveBatchSampler(BatchSampler):
             that replaces it).
         schedule: patch and batch size by iteration.
         drop_last: drop the last, smaller batch of each epoch (keeps batch norm statistics sane).
+        start_iteration: the iteration to start at (`set_iteration`).
+        resume_at: (epoch, batches): see `resume_epoch`.
     """
 
     def __init__(
-        self, sampler: Sampler[int], schedule: PatchSchedule, drop_last: bool = True
+        self,
+        sampler: Sampler[int],
+        schedule: PatchSchedule,
+        drop_last: bool = True,
+        start_iteration: int = 0,
+        resume_at: tuple[int, int] | None = None,
     ) -> None:
-        # BatchSampler.__init__ is not called: its fixed batch_size is a property here
+        # BatchSampler.__init__ is not called: its fixed batch_size is a property here.
+        # Where to start is an argument, not only a setter: under several processes Lightning
+        # rebuilds this sampler from its arguments around a DistributedSampler
         self.sampler = sampler
         self.schedule = schedule
         self.drop_last = drop_last
-        self.iteration = 0
+        self.iteration = start_iteration
         self.epoch = 0
+        self._skip = tuple(resume_at) if resume_at is not None else None
 
     @property
     def batch_size(self) -> int:
@@ -102,22 +113,63 @@ class ProgressiveBatchSampler(BatchSampler):
         """Continue the schedule from `iteration` (e.g. the trainer's step after a resume)."""
         self.iteration = iteration
 
+    def resume_epoch(self, epoch: int, batches: int) -> None:
+        """Make the next pass, if it is over `epoch`, leave out the `batches` first batches
+        (those drawn before a checkpoint that is resumed; `set_iteration` comes first)."""
+        self._skip = (epoch, batches)
+
     def __iter__(self) -> Iterator[list[TrainKey]]:
-        epoch = self.epoch
-        self.epoch += 1
+        # samplers that shuffle by epoch (EpochShuffle, DistributedSampler) know the epoch,
+        # which Lightning sets before each one, a resumed run included
+        epoch = getattr(self.sampler, "epoch", self.epoch)
+        self.epoch = epoch + 1
+        skip = self._skip[1] if self._skip is not None and self._skip[0] == epoch else 0
+        self._skip = None
+        # the skipped batches had the sizes in force at their own iterations
+        iteration = self.iteration - skip
         batch: list[TrainKey] = []
         for index in self.sampler:
-            patch_size, batch_size = self.schedule.stage_at(self.iteration)
+            patch_size, batch_size = self.schedule.stage_at(iteration)
             batch.append(TrainKey(int(index), epoch, patch_size))
             if len(batch) == batch_size:
-                self.iteration += 1
-                yield batch
+                iteration += 1
+                if skip:
+                    skip -= 1
+                else:
+                    self.iteration = iteration
+                    yield batch
                 batch = []
-        if batch and not self.drop_last:
-            self.iteration += 1
+        if batch and not self.drop_last and not skip:
+            self.iteration = iteration + 1
             yield batch
 
     def __len__(self) -> int:
         """Batches in one epoch at the current batch size (the count can change mid-epoch)."""
         count, size = len(self.sampler), self.batch_size  # type: ignore[arg-type]
         return count // size if self.drop_last else -(-count // size)
+
+
+class EpochShuffle(RandomSampler):
+    """A random order of the whole data set that depends on (seed, epoch) alone, so a resumed
+    run draws the same order. Each pass moves to the next epoch unless `set_epoch` (which
+    Lightning calls before every epoch) says otherwise.
+
+    A `RandomSampler`, so that Lightning, under several processes, swaps it for a shuffling
+    `DistributedSampler`.
+    """
+
+    def __init__(self, data_source, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return len(self.data_source)
