@@ -41,6 +41,15 @@ def rainy(tmp_path_factory) -> tuple[Path, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """A 100×120 photo: quick to derain many times."""
+    path = tmp_path_factory.mktemp("small") / "small.png"
+    pixels = np.random.default_rng(1).integers(0, 256, (100, 120, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def restorer() -> Restorer:
     return Restorer(tiny_elf(), device="cpu")
 
@@ -107,11 +116,11 @@ def test_the_result_keeps_the_size_and_the_format_of_the_upload(rainy, restorer,
 
 def test_previews_are_at_most_the_preview_side_and_keep_the_aspect(restorer, tmp_path):
     wide = tmp_path / "wide.png"
-    Image.fromarray(np.full((300, 1400, 3), 128, np.uint8)).save(wide)
+    Image.fromarray(np.full((64, 1280, 3), 128, np.uint8)).save(wide)
     result = derain_upload(restorer, wide, tmp_path / "out", LIMIT)
     for preview in (result.before, result.after, result.rain):
-        assert preview.shape == (219, PREVIEW_SIDE, 3) and preview.dtype == np.uint8
-    assert read_image(result.output).shape == (300, 1400, 3)
+        assert preview.shape == (51, PREVIEW_SIDE, 3) and preview.dtype == np.uint8
+    assert read_image(result.output).shape == (64, 1280, 3)
 
 
 def test_a_briefly_trained_model_brings_a_rainy_photo_closer_to_the_clean_one(
@@ -137,33 +146,33 @@ def test_a_bad_file_among_good_ones_is_reported_and_the_rest_derained(
         assert workspace.results in Path(results[0][key]).parents
 
 
-def test_progress_counts_the_tiles_of_each_photo(rainy, workspace):
-    tiled = Restorer(tiny_elf(), device="cpu", tile=128, overlap=16)
+def test_progress_counts_the_tiles_of_each_photo(small, workspace):
+    tiled = Restorer(tiny_elf(), device="cpu", tile=64, overlap=16)
     reports = []
     derain_photos(
         tiled,
         workspace,
         LIMIT,
-        [str(rainy[0])] * 2,
+        [str(small)] * 2,
         "off",
         "2GB",
         progress=lambda fraction, text: reports.append((fraction, text)),
     )
-    tiles = tiled.plan(*read_image(rainy[0]).shape[:2]).tiles
+    tiles = tiled.plan(100, 120).tiles
     assert tiles > 1
-    assert reports[0] == (0.0, f"rainy_cat.png (1/2): 0/{tiles} tiles")
-    assert reports[-1] == (1.0, f"rainy_cat.png (2/2): {tiles}/{tiles} tiles")
+    assert reports[0] == (0.0, f"small.png (1/2): 0/{tiles} tiles")
+    assert reports[-1] == (1.0, f"small.png (2/2): {tiles}/{tiles} tiles")
     fractions = [fraction for fraction, _ in reports]
     assert fractions == sorted(fractions) and len(reports) == 2 * (tiles + 1)
 
 
-def test_the_page_settings_choose_the_ensemble_and_the_budget(rainy, workspace, restorer):
+def test_the_page_settings_choose_the_ensemble_and_the_budget(small, workspace, restorer):
     passes = []
     derain_photos(
         restorer,
         workspace,
         LIMIT,
-        [str(rainy[0])],
+        [str(small)],
         "flips",
         "512MB",
         progress=lambda fraction, text: passes.append(text),

@@ -164,7 +164,7 @@ def build_page(restorer: Restorer, workspace: Workspace, settings: PageSettings)
             api_name="derain",
             concurrency_limit=1,  # one network pass at a time, however many people wait
         )
-        shown.change(show, inputs=[shown, state], outputs=[slider, rain], api_name=False)
+        shown.change(show, inputs=[shown, state], outputs=[slider, rain], api_visibility="private")
     page.queue(default_concurrency_limit=1, max_size=settings.queue_size)
     return page
 
