@@ -192,7 +192,6 @@ def serve(
         quiet=True,
         prevent_thread_lock=True,
         max_file_size=settings.max_file_size,
-        allowed_paths=[str(workspace.root)],
         ssr_mode=False,
         mcp_server=False,
         footer_links=["api"],
