@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from derain.data.io import write_image
+from derain.data.io import to_uint8, write_image
+from derain.data.synthetic import SyntheticRain
 from derain.metrics import psnr
 from derain.webapp.examples import RainyExample
 
@@ -23,6 +24,18 @@ def write_rainy_photo(folder: Path, name: str = "rainy_cat.png") -> tuple[Path, 
     path = folder / name
     write_image(path, sample.rainy)
     return path, sample.clean
+
+
+def write_large_rainy_photo(folder: Path, name: str = "large_cat.jpg") -> Path:
+    """RAINY_CAT's photo enlarged to 1200×800 (0.96 MP), rain drawn at that size: a photo that a
+    256MB memory budget derains in tiles."""
+    clean = np.asarray(
+        Image.fromarray(to_uint8(RAINY_CAT.render().clean)).resize((1200, 800)), np.float32
+    )
+    rainy = SyntheticRain(RAINY_CAT.preset, seed=RAINY_CAT.seed)(clean / 255, key=0).rainy
+    path = folder / name
+    write_image(path, rainy)
+    return path
 
 
 def write_bad_files(folder: Path) -> dict[str, Path]:

@@ -5,12 +5,13 @@ to a host other than this machine is refused and recorded."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from demo_server import start_demo
-from photos import write_bad_files, write_rainy_photo, y_psnr
+from photos import write_bad_files, write_large_rainy_photo, write_rainy_photo, y_psnr
 
 from derain.data.io import read_image
 
@@ -60,7 +61,12 @@ def browser():
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("files")
     rainy, clean = write_rainy_photo(folder)
-    return {"rainy": rainy, "clean": clean, **write_bad_files(folder / "bad")}
+    return {
+        "rainy": rainy,
+        "clean": clean,
+        "large": write_large_rainy_photo(folder),
+        **write_bad_files(folder / "bad"),
+    }
 
 
 @pytest.fixture
@@ -141,6 +147,22 @@ def test_an_upload_over_the_size_limit_shows_an_error(visit, files):
     page, outside = visit
     upload(page, files["noise.png"])
     expect_error(page, "exceed the maximum allowed size")
+    assert outside == []
+
+
+def test_a_large_photo_shows_its_tiles_while_it_is_derained(visit, files):
+    page, outside = visit
+    upload(page, files["large"])
+    page.locator("#photos").get_by_text("large_cat").wait_for()
+    page.get_by_label("Memory budget", exact=False).click()
+    page.get_by_role("option", name="256MB").click()
+    page.click("#derain")
+    progress = page.locator("#slider").get_by_text(
+        re.compile(r"large_cat\.jpg \(1/1\): \d+/\d+ tiles")
+    )
+    sync_api.expect(progress).to_be_visible(timeout=RESULT_TIMEOUT_MS)
+    page.locator("#downloads a[href*=large_cat_derained]").wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert re.search(r"1200×800, \d+ tiles", page.locator("#report").inner_text())
     assert outside == []
 
 
