@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 #   make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
-# two test processes, one torch thread each (tests/conftest.py), on the 2-core machines
-PYTEST_ARGS ?= -n 2
+# two test processes, one torch thread each (tests/conftest.py), on the 2-core machines;
+# loadgroup keeps the tests that share one running web app (xdist_group) on one process
+PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: install test test-all lint format profile train bench bench-data notebooks ablation clean help
+.PHONY: install test test-all lint format profile train demo bench bench-data notebooks ablation clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +46,9 @@ bench-data: $(STAMP)  ## data loader and synthetic-rain speed next to the traini
 
 train: $(STAMP)  ## the main job: train the CPU demo on built-in synthetic rain, test, write results
 	$(VENV)/bin/derain-train experiment=demo $(ARGS)
+
+demo: $(STAMP)  ## the web app: derain photos in the browser (ARGS="ckpt_path=CKPT port=7860")
+	$(VENV)/bin/derain-demo $(ARGS)
 
 notebooks: $(STAMP)  ## run the notebooks at smoke scale into logs/notebooks/
 	mkdir -p logs/notebooks

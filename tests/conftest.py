@@ -36,3 +36,22 @@ def trained_run(tmp_path_factory):
     proc = run_cli("derain-train", *TINY, cwd=cwd)
     (run,) = run_dirs(cwd)
     return cwd, run, proc.stdout
+
+
+@pytest.fixture(scope="session")
+def briefly_trained_checkpoint(tmp_path_factory):
+    """An elf_tiny checkpoint trained for a few seconds (`elf_checkpoints.train_briefly`) that
+    derains light rain clearly better than doing nothing. Trained once per test run: the
+    pytest-xdist workers share it through a file lock."""
+    from filelock import FileLock
+
+    from inference.elf_checkpoints import train_briefly, write_lightning_checkpoint
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base folders are siblings
+    path = root / "briefly_trained.ckpt"
+    with FileLock(f"{path}.lock"):
+        if not path.is_file():
+            write_lightning_checkpoint(train_briefly(), path)
+    return path

@@ -134,3 +134,31 @@ def test_an_unknown_precision_lists_the_choices(tiny_model):
 def test_an_input_that_is_no_rgb_image_is_refused_with_what_is_expected(restorer, bad):
     with pytest.raises((ValueError, TypeError), match="H×W"):
         restorer(bad)
+
+
+def test_progress_hears_every_tile_of_every_ensemble_pass(tiny_model, image):
+    restorer = Restorer(tiny_model, device="cpu", tile=32, overlap=8, self_ensemble="flips")
+    calls = []
+    restorer(image, progress=lambda done, total: calls.append((done, total)))
+    passes = restorer.last_plan.tiles * 4
+    assert restorer.last_plan.tiles > 1
+    assert calls == [(done, passes) for done in range(passes + 1)]
+
+
+def test_progress_leaves_the_result_unchanged(restorer, image):
+    assert np.array_equal(restorer(image, progress=lambda done, total: None), restorer(image))
+
+
+def test_with_options_changes_ensemble_and_budget_and_shares_the_network(restorer, image):
+    other = restorer.with_options(self_ensemble="flips", max_memory="1GB")
+    assert other.model is restorer.model
+    assert other.max_memory == 10**9 and len(other.ensemble) == 4
+    assert restorer.ensemble is None and restorer.max_memory != 10**9
+    ensembled = Restorer(restorer.model, device="cpu", self_ensemble="flips")
+    np.testing.assert_allclose(other(image), ensembled(image), atol=1e-6)
+
+
+def test_with_options_keeps_what_it_is_not_given(restorer):
+    other = restorer.with_options(self_ensemble=True)
+    assert len(other.ensemble) == 8 and other.max_memory == restorer.max_memory
+    assert restorer.with_options(self_ensemble=False).ensemble is None

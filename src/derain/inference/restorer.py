@@ -10,6 +10,8 @@ An image whose forward pass would exceed `max_memory` is processed as overlappin
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import os
 from collections.abc import Callable
@@ -50,6 +52,12 @@ IMAGE_BUFFER_BYTES_PER_PIXEL = 40
 # part inflates the per-pixel figure a little (12% for `elf`), which errs on the safe side for
 # every larger image.
 _MEASURED_SIDE = 128
+
+Progress = Callable[[int, int], None]
+"""Called as progress(done, total) before the first and after every network pass of an image:
+`total` is `TilePlan.tiles` × the self-ensemble's passes per tile."""
+
+_UNCHANGED: Any = object()
 
 
 @dataclass(frozen=True)
@@ -132,16 +140,10 @@ class Restorer:
         _check_tiling(tile, overlap, self.multiple)
         self.tile = tile
         self.overlap = overlap
-        if self_ensemble is True:
-            self_ensemble = "d4"
-        self.ensemble = ensemble_transforms(self_ensemble) if self_ensemble else None
+        self.ensemble = _ensemble(self_ensemble)
         self.precision = precision
         self._autocast_dtype = _autocast_dtype(precision, self.device)
-        self.max_memory = (
-            parse_memory_size(max_memory)
-            if max_memory is not None
-            else default_memory_budget(self.device)
-        )
+        self.max_memory = _memory_budget(max_memory, self.device)
         self.last_plan: TilePlan | None = None
         self._activation_bytes_per_pixel: float | None = None
 
@@ -187,15 +189,16 @@ class Restorer:
             self.max_memory,
         )
 
-    def __call__(self, image: Any) -> Any:
+    def __call__(self, image: Any, progress: Progress | None = None) -> Any:
         """The derained image, of the input's kind: an H×W×3 NumPy array (uint8/uint16 → same
         dtype, float in [0, 1] → same float dtype), a PIL image (→ RGB PIL image), or a torch
-        tensor 3×H×W or B×3×H×W (uint8 or float in [0, 1]; → same shape, dtype and device)."""
+        tensor 3×H×W or B×3×H×W (uint8 or float in [0, 1]; → same shape, dtype and device).
+        `progress(done, total)` hears of every network pass (see `Progress`)."""
         batch, to_input_kind = _as_batch(image, self.device)
-        restored, _ = self.restore_batch(batch)
+        restored, _ = self.restore_batch(batch, progress=progress)
         return to_input_kind(restored)
 
-    def separate(self, image: Any) -> tuple[Any, Any]:
+    def separate(self, image: Any, progress: Progress | None = None) -> tuple[Any, Any]:
         """(derained image, rain layer), both of the input's kind (see `__call__`).
 
         The rain layer is what was removed: the input minus the derained image, clipped to
@@ -203,11 +206,26 @@ class Restorer:
         is clipped, and then no longer adds up with the image to the input).
         """
         batch, to_input_kind = _as_batch(image, self.device)
-        restored, rain = self.restore_batch(batch, with_rain=True)
+        restored, rain = self.restore_batch(batch, with_rain=True, progress=progress)
         return to_input_kind(restored), to_input_kind(rain)
 
-    def restore_batch(self, x: Tensor, with_rain: bool = False) -> tuple[Tensor, Tensor | None]:
-        """Derains B×3×H×W float in [0, 1] on `self.device`.
+    def with_options(
+        self, self_ensemble: bool | str = _UNCHANGED, max_memory: int | str | None = _UNCHANGED
+    ) -> Restorer:
+        """A restorer that shares this one's network (and its measured memory use) but uses
+        another `self_ensemble` and/or `max_memory` (see the class); omitted ones are kept."""
+        other = copy.copy(self)
+        if self_ensemble is not _UNCHANGED:
+            other.ensemble = _ensemble(self_ensemble)
+        if max_memory is not _UNCHANGED:
+            other.max_memory = _memory_budget(max_memory, self.device)
+        other.last_plan = None
+        return other
+
+    def restore_batch(
+        self, x: Tensor, with_rain: bool = False, progress: Progress | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Derains B×3×H×W float in [0, 1] on `self.device`; `progress` as in `__call__`.
 
         Returns (restored, rain): B×3×H×W float32 in [0, 1]; rain is None unless `with_rain`.
         """
@@ -215,6 +233,10 @@ class Restorer:
         plan = self.plan(height, width, batch)
         self.last_plan = plan
         predict = self._predict
+        if progress is not None:
+            passes = plan.tiles * (len(self.ensemble) if self.ensemble is not None else 1)
+            predict = partial(_counted, predict, progress, itertools.count(1), passes)
+            progress(0, passes)
         if self.ensemble is not None:
             predict = partial(ensemble_mean, predict, transforms=self.ensemble)
         with torch.inference_mode(), self._autocast():
@@ -284,6 +306,32 @@ def load(
         precision=precision,
         max_memory=max_memory,
     )
+
+
+def _ensemble(self_ensemble: bool | str) -> tuple[tuple[int, bool], ...] | None:
+    """The transforms `self_ensemble` names (True means "d4"); None for one pass."""
+    if self_ensemble is True:
+        self_ensemble = "d4"
+    return ensemble_transforms(self_ensemble) if self_ensemble else None
+
+
+def _memory_budget(max_memory: int | str | None, device: torch.device) -> int:
+    return (
+        parse_memory_size(max_memory) if max_memory is not None else default_memory_budget(device)
+    )
+
+
+def _counted(
+    predict: Callable[[Tensor], Tensor],
+    progress: Progress,
+    done: itertools.count,
+    total: int,
+    x: Tensor,
+) -> Tensor:
+    """`predict(x)`, then `progress(passes done, total)`."""
+    out = predict(x)
+    progress(next(done), total)
+    return out
 
 
 def _check_tiling(tile: int | None, overlap: int, multiple: int) -> None:

@@ -1,0 +1,54 @@
+"""`derain-demo`'s command line: help, and the errors it stops with before serving anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli
+from derain.cli.demo import self_ensemble_choice
+
+
+def test_help_explains_the_settings_and_shows_how_to_start_it(tmp_path):
+    help_text = run_cli("derain-demo", "--help", cwd=tmp_path).stdout
+    for words in (
+        "ckpt_path",
+        "host, port",
+        "max_pixels",
+        "max_file_size",
+        "derain-demo ckpt_path=",
+    ):
+        assert words in help_text
+    assert "host: 127.0.0.1" in help_text
+    assert not any(tmp_path.iterdir())
+
+
+def test_without_a_model_it_stops_and_says_to_pass_ckpt_path(tmp_path):
+    proc = run_cli("derain-demo", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "no model to serve" in proc.stderr and "derain-demo ckpt_path=" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_checkpoint_that_does_not_exist_is_named(tmp_path):
+    proc = run_cli("derain-demo", "ckpt_path=missing.ckpt", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "ckpt_path=missing.ckpt does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("self_ensemble=twice", "self_ensemble=twice is not one of off, flips, d4"),
+        ("max_pixels=0", "max_pixels=0 must be positive"),
+        ("port=70000", "port=70000 is not a port number"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_named_with_what_would(tmp_path, setting, message):
+    proc = run_cli("derain-demo", setting, cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and message in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "choice"), [(False, "off"), (None, "off"), (True, "d4"), ("flips", "flips")]
+)
+def test_self_ensemble_reads_like_derain_predicts(value, choice):
+    assert self_ensemble_choice(value) == choice
