@@ -8,10 +8,10 @@ import pytest
 import torch
 from rich.console import Console
 
-from conftest import run_cli
 from derain.cli.export import run
 from derain.inference import CheckpointError, save_safetensors
 from derain.models import ELF
+from helpers import run_cli
 
 # neither side a multiple of 16, and two different sizes: the padding must follow the input
 SIZES = [(1, 37, 61), (2, 40, 52)]

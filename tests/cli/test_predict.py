@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from conftest import run_cli
 from derain.cli.predict import run
 from derain.data.io import read_image
 from derain.inference import Restorer
 from derain.models import ELF
+from helpers import run_cli
 
 # stored (height, width) of each input; all odd sizes, none a multiple of 16
 SIZES = {"a.png": (40, 52), "grey.png": (37, 61), "rgba.png": (33, 45), "deep16.png": (29, 41)}

@@ -1,7 +1,6 @@
 """A seeded `elf_tiny` and checkpoints written as training writes them, for the inference tests.
 
-(A helper module rather than a conftest.py: a second conftest module would replace the root one
-that `from conftest import run_cli` reads.)
+(A helper module rather than a conftest.py, so that test modules import it by a unique name.)
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli
 from derain.cli.demo import self_ensemble_choice
+from helpers import run_cli
 
 
 def test_help_explains_the_settings_and_shows_how_to_start_it(tmp_path):
