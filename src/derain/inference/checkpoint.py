@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_model
 
+from derain.inference.atomic import replacing
 from derain.models import ELF
 from derain.models.blocks import TransformerBlock
 
@@ -96,8 +97,7 @@ def save_safetensors(model: ELF, path: str | os.PathLike) -> Path:
     if path.suffix != ".safetensors":
         raise ValueError(f"cannot write {path}: the file name must end in .safetensors")
     config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _replacing(path) as partial:
+    with replacing(path) as partial:
         save_model(model, str(partial), metadata={"model": json.dumps(config)})
     return path
 
@@ -118,28 +118,9 @@ def save_checkpoint(model: ELF, path: str | os.PathLike) -> Path:
         },
         "hyper_parameters": {"model": config},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _replacing(path) as partial:
+    with replacing(path) as partial:
         torch.save(checkpoint, partial)
     return path
-
-
-class _replacing:
-    """Context for writing `path` through a temporary file beside it, renamed over `path` only
-    when the write succeeded: a failed write leaves an existing file as it was."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.partial = path.with_name(f".{path.name}.partial")
-
-    def __enter__(self) -> Path:
-        return self.partial
-
-    def __exit__(self, error_type, error, traceback) -> None:
-        if error_type is None:
-            os.replace(self.partial, self.path)
-        else:
-            self.partial.unlink(missing_ok=True)
 
 
 def _shared_names(model: torch.nn.Module) -> list[list[str]]:

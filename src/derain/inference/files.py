@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import glob
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from derain.data.io import IMAGE_EXTENSIONS, is_image_file, write_image
+from derain.inference.atomic import replacing
 
 _LISTED = 5  # clashing files named in an error before "... and N more"
 
@@ -148,14 +148,8 @@ def plan_jobs(
 def write_image_atomically(path: str | os.PathLike, array: np.ndarray) -> None:
     """`derain.data.io.write_image` into a hidden temporary file next to `path`, then renamed
     over it, so an interrupted run never leaves a half-written image under the final name."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
-    try:
+    with replacing(path) as partial:
         write_image(partial, array)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def _glob_root(pattern: Path) -> Path:

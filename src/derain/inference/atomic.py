@@ -1,0 +1,24 @@
+"""Writing a file so that a failed or interrupted write never leaves half a file behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a hidden temporary path beside `path` (same suffix) to write to; when the block
+    succeeds it is renamed over `path` in one step, otherwise removed, so `path` holds either
+    its previous content or the complete new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
