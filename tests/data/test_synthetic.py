@@ -108,7 +108,7 @@ def test_streak_kernel_is_peak_normalised_and_follows_the_angle():
     assert upright.max() == pytest.approx(1.0)
     assert upright.shape[0] > 3 * upright.shape[1]  # a vertical streak
     leaning = streak_kernel(length=21, angle=45, width=1)
-    rows, cols = np.nonzero(leaning > 0.5)
+    rows, cols = np.nonzero(leaning.numpy() > 0.5)
     assert np.corrcoef(rows, cols)[0, 1] > 0.9  # positive angle: down and to the right
 
 

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning import LightningDataModule
@@ -36,7 +37,7 @@ from derain.data.datasets import (
 from derain.data.io import ImageReadError
 from derain.data.layouts import find_pairs
 from derain.data.pairs import DatasetNotFoundError, Pair, RainySide, check_pair_sizes
-from derain.data.photos import Split
+from derain.data.photos import Split, photo_names
 from derain.data.sampling import EpochShuffle, PatchSchedule, ProgressiveBatchSampler
 
 _MAX_DEFAULT_WORKERS = 8
@@ -68,6 +69,8 @@ class SyntheticSet:
         draws: evaluation only: rain draws per photo and preset.
         max_side: evaluation only: longest image side in pixels.
         tile_stride: training only: spacing of the tiles patches are cut around.
+        rain: `RainConfig` settings that replace the presets' (see `derain.data.synthetic`),
+            e.g. {rain_free: 0.2, jpeg_share: 0.5} or {jpeg_share: 1, jpeg_quality: [80, 80]}.
     """
 
     split: Split = "train"
@@ -75,6 +78,7 @@ class SyntheticSet:
     draws: int = 1
     max_side: int = 512
     tile_stride: int = 64
+    rain: dict[str, Any] | None = None
 
 
 DataSpec = PairedSet | SyntheticSet | str
@@ -330,6 +334,7 @@ class DerainDataModule(LightningDataModule):
         return good
 
     def _build_synthetic(self, spec: SyntheticSet, training: bool) -> Dataset:
+        rain = _plain(spec.rain)
         if training:
             return SyntheticTrainDataset(
                 presets=spec.presets,
@@ -337,11 +342,15 @@ class DerainDataModule(LightningDataModule):
                 tile_stride=spec.tile_stride,
                 augment=self.augment,
                 seed=self.seed,
+                photos=photo_names(spec.split),
                 limit=self.limit,
+                rain=rain,
             )
         evaluation = ConcatDataset(
             [
-                SyntheticEvalDataset(spec.split, preset, spec.draws, spec.max_side, self.seed)
+                SyntheticEvalDataset(
+                    spec.split, preset, spec.draws, spec.max_side, self.seed, rain=rain
+                )
                 for preset in spec.presets
             ]
         )
@@ -388,3 +397,12 @@ def _as_spec(value: object, key: str) -> PairedSet | SyntheticSet:
 def _default_workers() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(_MAX_DEFAULT_WORKERS, cores or 1)
+
+
+def _plain(rain: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Rain settings as plain Python values (Hydra hands over DictConfig/ListConfig)."""
+    if rain is None:
+        return None
+    if isinstance(rain, DictConfig):
+        return OmegaConf.to_container(rain, resolve=True)
+    return dict(rain)

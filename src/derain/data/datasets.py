@@ -9,9 +9,9 @@ depend on the worker that makes them; evaluation items are whole images, unaugme
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from derain.data.io import ImageReadError
 from derain.data.pairs import Pair, load_pair
 from derain.data.photos import Split, crop_around, fit_longest_side, load_photo, photo_names
 from derain.data.sampling import TrainKey
-from derain.data.synthetic import SyntheticRain, rain_preset
+from derain.data.synthetic import SyntheticRain, rain_config
 
 # albumentations asks PyPI for a newer version at import time (a 2 s timeout offline)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -230,6 +230,7 @@ class SyntheticTrainDataset(Dataset):
         seed: the data seed.
         photos: the photos to tile (default: the "train" split of `PHOTO_SPLITS`).
         limit: keep at most this many tiles, evenly spaced (quick runs).
+        rain: `RainConfig` settings that replace every preset's (e.g. rain_free, jpeg_share).
     """
 
     has_rain = True
@@ -243,10 +244,13 @@ class SyntheticTrainDataset(Dataset):
         seed: int = 0,
         photos: Sequence[str] | None = None,
         limit: int | None = None,
+        rain: Mapping[str, Any] | None = None,
     ) -> None:
         if not presets:
             raise ValueError("a synthetic training set needs at least one rain preset")
-        self.generators = [SyntheticRain(rain_preset(name), seed) for name in presets]
+        self.generators = [
+            SyntheticRain(rain_config(name, **(rain or {})), seed) for name in presets
+        ]
         self.patch_size = patch_size
         self.tile_stride = tile_stride
         self.seed = seed
@@ -290,6 +294,7 @@ class SyntheticEvalDataset(Dataset):
         draws: rain draws per photo.
         max_side: longest side of the evaluated images in pixels.
         seed: the data seed.
+        rain: `RainConfig` settings that replace the preset's (e.g. jpeg_share=1).
     """
 
     has_rain = True
@@ -301,12 +306,13 @@ class SyntheticEvalDataset(Dataset):
         draws: int = 1,
         max_side: int = 512,
         seed: int = 0,
+        rain: Mapping[str, Any] | None = None,
     ) -> None:
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
         self.split = split
         self.preset = preset
-        self.generator = SyntheticRain(rain_preset(preset), seed)
+        self.generator = SyntheticRain(rain_config(preset, **(rain or {})), seed)
         self.photo_names = photo_names(split)
         self.draws = draws
         self.max_side = max_side

@@ -1,20 +1,26 @@
-"""The clean photographs bundled with scikit-image, split into train / val / test.
+"""Clean photographs that ship inside installed packages, split into train / extra / val / test.
 
-Only these ship inside the scikit-image wheel (other `skimage.data` images are downloaded on
-first use). The split is by photograph, so no test scene is ever trained on: the two halves of
-the stereo pair show one scene and therefore stay together in training.
+"train", "val" and "test" are photos bundled with scikit-image (other `skimage.data` images are
+downloaded on first use). "extra" adds every other photo-like image that ships with the
+project's packages: more of scikit-image's (space, microscopy, grey scenes, printed text),
+matplotlib's sample photo and the example photos of Gradio (the `demo` extra). The split is by
+photograph, so no test scene is ever trained on: the two halves of the stereo pair show one
+scene and therefore stay together in training. Name several splits with "+", e.g.
+"train+extra".
 """
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import skimage.data
 from PIL import Image
 
-Split = Literal["train", "val", "test"]
+Split = Literal["train", "extra", "train+extra", "val", "test"]
 
 PHOTO_SPLITS: dict[str, tuple[str, ...]] = {
     # colour scenes plus the grey textures (turned RGB) for more varied training patches
@@ -27,20 +33,48 @@ PHOTO_SPLITS: dict[str, tuple[str, ...]] = {
         "grass",
         "gravel",
     ),
+    # everything else that ships with the installed packages and is not held out
+    "extra": (
+        "hubble_deep_field",
+        "retina",
+        "immunohistochemistry",
+        "coins",
+        "moon",
+        "cell",
+        "clock",
+        "page",
+        "text",
+        "grace_hopper",
+        "cheetah",
+        "cheetah1",
+        "cheetah2",
+        "groot",
+        "lion",
+        "tower",
+    ),
     "val": ("rocket",),
     "test": ("coffee", "chelsea"),
 }
 """Photo names per split; no name appears in two splits."""
 
 
+MAX_PHOTO_SIDE = 1000
+"""Larger photos are downscaled to this longest side when loaded (only retina, 1411²)."""
+
+
 def photo_names(split: Split) -> tuple[str, ...]:
-    """Names of the photos in `split` ("train", "val" or "test")."""
-    try:
-        return PHOTO_SPLITS[split]
-    except KeyError:
-        raise ValueError(
-            f"unknown photo split {split!r}: expected one of {', '.join(PHOTO_SPLITS)}"
-        ) from None
+    """Names of the photos in `split` ("train", "extra", "val", "test", or several joined by
+    "+", e.g. "train+extra")."""
+    names: list[str] = []
+    for part in split.split("+"):
+        try:
+            names.extend(PHOTO_SPLITS[part])
+        except KeyError:
+            raise ValueError(
+                f"unknown photo split {part!r} in {split!r}: expected one of "
+                f"{', '.join(PHOTO_SPLITS)}, or several joined by '+'"
+            ) from None
+    return tuple(names)
 
 
 @cache
@@ -52,14 +86,16 @@ def load_photo(name: str) -> np.ndarray:
     if name.startswith("stereo_motorcycle_"):
         left, right, _ = skimage.data.stereo_motorcycle()
         pixels = left if name.endswith("left") else right
-    elif name in _BUNDLED:
+    elif name in _SKIMAGE:
         pixels = getattr(skimage.data, name)()
+    elif name in _PACKAGE_FILES:
+        pixels = np.asarray(Image.open(_package_file(name)).convert("RGB"))
     else:
-        known = ", ".join(sorted({*_BUNDLED, "stereo_motorcycle_left", "stereo_motorcycle_right"}))
+        known = ", ".join(sorted(n for names in PHOTO_SPLITS.values() for n in names))
         raise ValueError(f"unknown bundled photo {name!r}: expected one of {known}")
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
-    photo = pixels.astype(np.float32) / np.float32(255.0)
+    photo = fit_longest_side(pixels.astype(np.float32) / np.float32(255.0), MAX_PHOTO_SIDE)
     photo.setflags(write=False)
     return photo
 
@@ -95,4 +131,52 @@ def crop_around(image: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-_BUNDLED = ("astronaut", "chelsea", "coffee", "rocket", "camera", "brick", "grass", "gravel")
+_SKIMAGE = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "brick",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "coins",
+    "moon",
+    "cell",
+    "clock",
+    "page",
+    "text",
+)
+
+_PACKAGE_FILES = {
+    # name: (package, path inside it)
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "cheetah": ("gradio", "media_assets/images/cheetah.jpg"),
+    "cheetah1": ("gradio", "media_assets/images/cheetah1.jpg"),
+    "cheetah2": ("gradio", "test_data/cheetah2.jpg"),
+    "groot": ("gradio", "media_assets/images/groot.jpeg"),
+    "lion": ("gradio", "media_assets/images/lion.jpg"),
+    "tower": ("gradio", "media_assets/images/tower.jpg"),
+}
+
+
+def _package_file(name: str) -> Path:
+    """The file of photo `name` inside its package, found without importing the package."""
+    package, inner = _PACKAGE_FILES[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        extra = " (pip install 'derain[demo]')" if package == "gradio" else ""
+        raise FileNotFoundError(
+            f"photo {name!r} ships with the {package} package, which is not installed: "
+            f"install it{extra} or train on photo split 'train' instead of 'train+extra'"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"photo {name!r} is missing from the installed {package} package (expected {path}); "
+            f"use photo split 'train' instead of 'train+extra'"
+        )
+    return path
