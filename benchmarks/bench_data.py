@@ -3,7 +3,8 @@
 Measures, in one run:
   1. pairs/s delivered by the training loader of conf/data/synthetic.yaml at its defaults
      (patch size, batch size, workers);
-  2. synthetic rain generation, images/s at 256² in this one process (light, heavy);
+  2. synthetic rain generation, images/s at 256² in this one process, for every rain preset
+     and for light rain saved as JPEG (the photo-like option that costs most);
   3. training steps of the elf_small model at the same batch (forward, loss, backward, Adam),
      as pairs/s — what the loader has to keep up with.
 
@@ -27,6 +28,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from derain.data import SyntheticRain, load_photo
+from derain.data.synthetic import RAIN_PRESETS, rain_config
 from derain.paths import config_dir
 
 GENERATION_SIDE = 256
@@ -53,10 +55,10 @@ def loader_rate(batches: int) -> tuple[float, dict]:
     return rate, settings
 
 
-def generation_rate(preset: str, images: int) -> float:
-    """Images/s of SyntheticRain at 256² in this process."""
+def generation_rate(preset: str, images: int, **settings) -> float:
+    """Images/s of SyntheticRain at 256² in this process; `settings` replace the preset's."""
     photo = load_photo("astronaut")
-    rain = SyntheticRain(preset, seed=0)
+    rain = SyntheticRain(rain_config(preset, **settings), seed=0)
     crops = [
         photo[(37 * i) % 256 : (37 * i) % 256 + GENERATION_SIDE, :GENERATION_SIDE]
         for i in range(images)
@@ -115,7 +117,8 @@ def main() -> None:
     args = parser.parse_args()
 
     loader, settings = loader_rate(args.batches)
-    generation = {preset: generation_rate(preset, args.images) for preset in ("light", "heavy")}
+    generation = {preset: generation_rate(preset, args.images) for preset in RAIN_PRESETS}
+    generation["light + JPEG"] = generation_rate("light", args.images, jpeg_share=1.0)
     training = training_rate(
         settings["batch_size"], settings["patch_size"], args.steps, args.device
     )
@@ -127,8 +130,10 @@ def main() -> None:
             f"{settings['num_workers']} workers)",
             f"{loader:8.1f} pairs/s",
         ),
-        (f"generation, light, {GENERATION_SIDE}², 1 process", f"{generation['light']:8.1f} img/s"),
-        (f"generation, heavy, {GENERATION_SIDE}², 1 process", f"{generation['heavy']:8.1f} img/s"),
+        *(
+            (f"generation, {name}, {GENERATION_SIDE}², 1 process", f"{rate:8.1f} img/s")
+            for name, rate in generation.items()
+        ),
         (
             f"elf_small training consumption ({args.device})",
             f"{training:8.1f} pairs/s" if training else "     n/a",

@@ -219,33 +219,17 @@ def streak_kernel(
     return (kernel / kernel.max()).float()
 
 
-def convolve_valid(
-    images: Sequence[np.ndarray], kernels: Sequence[torch.Tensor]
-) -> list[torch.Tensor]:
-    """The 'valid' parts of the 2-D convolutions of images[i] (H_i×W_i) with kernels[i], by FFT.
+def convolve_valid(image: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """The 'valid' part of the 2-D convolution of image (H×W) with kernel (h×w), by FFT.
 
-    torch has no N-d FFT convolution; a circular convolution at least each image's size is
-    exact on its valid region, which is all the streaks need. All pairs go through one
-    batched FFT of a size with small prime factors (the fastest), on the kernels' device.
+    torch has no N-d FFT convolution; a circular convolution at least the image's size is
+    exact on the valid region, which is all the streaks need. Sizes are rounded up to ones
+    with small prime factors, which the FFT handles fastest.
     """
-    if not images:
-        return []
-    device = kernels[0].device
-    size = tuple(
-        next_fast_len(max(image.shape[axis] for image in images), real=True) for axis in (0, 1)
-    )
-    padded = np.zeros((len(images), *size), dtype=np.float32)
-    for slot, image in zip(padded, images, strict=True):
-        slot[: image.shape[0], : image.shape[1]] = image
-    kernel_stack = torch.zeros((len(kernels), *size), device=device)
-    for slot, kernel in zip(kernel_stack, kernels, strict=True):
-        slot[: kernel.shape[0], : kernel.shape[1]] = kernel
-    spectrum = torch.fft.rfft2(torch.from_numpy(padded).to(device)) * torch.fft.rfft2(kernel_stack)
+    size = tuple(next_fast_len(n, real=True) for n in image.shape)
+    spectrum = torch.fft.rfft2(image, s=size) * torch.fft.rfft2(kernel, s=size)
     full = torch.fft.irfft2(spectrum, s=size)
-    return [
-        plane[kernel.shape[0] - 1 : image.shape[0], kernel.shape[1] - 1 : image.shape[1]]
-        for plane, image, kernel in zip(full, images, kernels, strict=True)
-    ]
+    return full[kernel.shape[0] - 1 : image.shape[0], kernel.shape[1] - 1 : image.shape[1]]
 
 
 class SyntheticRain:
@@ -356,7 +340,8 @@ class SyntheticRain:
         rendered = (max(1, math.ceil(height / scale)), max(1, math.ceil(width / scale)))
         base_angle = float(rng.uniform(*config.angle))
         layers = int(rng.integers(config.layers[0], config.layers[1] + 1))
-        layer_params, kernels, seed_planes = [], [], []
+        total = torch.zeros(rendered, device=self.device)
+        layer_params = []
         for _ in range(layers):
             layer = {
                 "density": float(rng.uniform(*config.density)),
@@ -375,11 +360,9 @@ class SyntheticRain:
             # seeds are placed in NumPy (a repeated position keeps its last value, on any device)
             seeds = np.zeros(canvas[0] * canvas[1], dtype=np.float32)
             seeds[positions] = values
-            layer_params.append(layer)
-            kernels.append(kernel)
-            seed_planes.append(seeds.reshape(canvas))
-        total = torch.zeros(rendered, device=self.device)
-        for layer, streaks in zip(layer_params, convolve_valid(seed_planes, kernels), strict=True):
+            streaks = convolve_valid(
+                torch.from_numpy(seeds.reshape(canvas)).to(self.device), kernel
+            )
             if layer["defocus"] > 0:
                 streaks = _blur(streaks, layer["defocus"])
             peak = float(streaks.max())
@@ -387,6 +370,7 @@ class SyntheticRain:
                 # FFT round-off leaves ~1e-7 everywhere; keep the layer exactly zero off-streak
                 streaks = torch.where(streaks < _FFT_NOISE * peak, 0.0, streaks)
                 total += streaks * (layer["intensity"] / peak)
+            layer_params.append(layer)
         total = total.clamp(0.0, 1.0)[None]
         if rendered != (height, width):
             total = kornia.geometry.transform.resize(
