@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from derain.data.io import read_image, write_image
-from derain.inference.files import find_images, plan_jobs, write_image_atomically
+from derain.folders.predict import find_images, plan_jobs, write_image_atomically
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from derain.inference.checkpoint import (
     save_checkpoint,
     save_safetensors,
 )
-from derain.inference.ensemble import self_ensemble
 from derain.inference.export import export, export_onnx, export_torchscript
 from derain.inference.restorer import Restorer, TilePlan, load, resolve_device
 from derain.inference.tiling import parse_memory_size, tiled_apply
+from derain.models.ensemble import self_ensemble
 
 __all__ = [
     "CheckpointError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from derain.evaluation import markdown_table, with_mean, write_results
+from derain.evaluation.tables import markdown_table, with_mean, write_results
 
 
 def _results():

@@ -8,7 +8,7 @@ loss = char_weight·char + edge_weight·edge − ssim_weight·SSIM(out, gt) [+ r
 
 where gt½ / rain½ are bilinear halves of the full-res targets. Paper weights: 0.3, 0.2, 0.15, 0.8.
 All images are B×3×H×W float tensors in [0, 1]. Every term is computed in float32 outside
-autocast (`derain.metrics.full_precision`), so bf16/fp16 training optimises the same loss.
+autocast (`derain.evaluation.metrics.full_precision`), so bf16/fp16 training optimises the same loss.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from derain.metrics import full_precision, structural_similarity
+from derain.evaluation.metrics import full_precision, structural_similarity
 
 # MPRNet's 5-tap binomial-like Gaussian, applied along rows then columns
 _EDGE_TAPS = (0.05, 0.25, 0.4, 0.25, 0.05)

@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from derain.data.io import write_image
-from derain.inference.ensemble import ensemble_transforms, self_ensemble
-from derain.losses import ELFLoss
-from derain.metrics import PSNR, SSIM, psnr, ssim
-from derain.visualize import make_panel, save_panel
+from derain.evaluation.metrics import PSNR, SSIM, psnr, ssim
+from derain.evaluation.panels import make_panel, save_panel
+from derain.models.ensemble import ensemble_transforms, self_ensemble
+from derain.training.losses import ELFLoss
 
 
 def _plain(value: Any) -> Any:

@@ -10,8 +10,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from derain.checkpointing import AtomicCheckpointIO, RandomStates, slurm_requeued
-from derain.training import resolve_ckpt_path
+from derain.training.checkpointing import AtomicCheckpointIO, RandomStates, slurm_requeued
+from derain.training.tasks import resolve_ckpt_path
 
 
 def _fail_midway(checkpoint, file, *args, **kwargs):

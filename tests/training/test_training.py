@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from derain import training
+from derain.training import tasks as training
 
 
 def test_after_cpu_ddp_the_testing_process_takes_the_other_processes_threads(monkeypatch):

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from derain.visualize import save_panel
+from derain.evaluation.panels import save_panel
 
 COLUMNS = ("input_psnr", "input_ssim", "psnr", "ssim")
 SINGLE_COLUMNS = ("single_psnr", "single_ssim")

@@ -37,9 +37,9 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from derain.metrics import psnr
+from derain.evaluation.metrics import psnr
 from derain.paths import config_dir
-from derain.profiling import profile_model
+from derain.studies.profiling import profile_model
 
 REFERENCE = "full"  # the variant every Δ is taken against: conf/model/ablation/full.yaml
 
@@ -410,7 +410,9 @@ class AblationStudy:
     def run_variant(self, variant: str, profile: bool = True) -> VariantResult:
         """Trains and tests `variant` (run folder out_dir/<variant>), then profiles its network
         (`profile=False` skips that: params 0, GMACs and latency NaN)."""
-        from derain.training import train  # Lightning and the data stack load only when training
+        from derain.training.tasks import (
+            train,  # Lightning and the data stack load only when training
+        )
 
         cfg = self.compose(variant)
         start = time.perf_counter()

@@ -9,7 +9,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from derain.launch import launcher_rank
+from derain.runtime.launch import launcher_rank
 
 
 def scaling_rows(sweep_dir: str | Path) -> list[dict[str, Any]]:

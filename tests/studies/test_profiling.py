@@ -9,13 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from derain.profiling import (
-    ActivationMemory,
-    count_macs,
-    count_parameters,
-    dense_conv_throughput,
-    fitting_batch,
-)
+from derain.runtime.memory import ActivationMemory, fitting_batch
+from derain.studies.profiling import count_macs, count_parameters, dense_conv_throughput
 
 
 def test_activation_memory_tracks_the_peak_of_live_tensors():
@@ -52,7 +47,7 @@ def test_dense_conv_throughput_reports_a_layout_and_a_positive_rate():
 _RSS_AFTER_FREE = """
 import sys
 import torch
-from derain.profiling import retain_freed_memory
+from derain.runtime.memory import retain_freed_memory
 
 def resident() -> int:
     with open("/proc/self/statm") as f:

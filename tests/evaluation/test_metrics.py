@@ -1,4 +1,4 @@
-"""derain.metrics reproduces the papers' MATLAB scoring (docs/protocol.md), checked with scikit-image."""
+"""derain.evaluation.metrics reproduces the papers' MATLAB scoring (docs/protocol.md), checked with scikit-image."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from derain.data.io import read_image, write_image
-from derain.metrics import PSNR, SSIM, psnr, quantize_8bit, rgb_to_y, ssim
+from derain.evaluation.metrics import PSNR, SSIM, psnr, quantize_8bit, rgb_to_y, ssim
 
 # real photographs bundled with scikit-image, cropped (rows, columns) to keep the tests fast
 PHOTO_CROPS = {
@@ -275,7 +275,7 @@ def test_ssim_needs_one_full_window():
 
 
 def test_scores_do_not_depend_on_the_autocast_context():
-    from derain.metrics import structural_similarity
+    from derain.evaluation.metrics import structural_similarity
 
     generator = torch.Generator().manual_seed(0)
     target = torch.rand(2, 3, 40, 48, generator=generator)

@@ -15,12 +15,12 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from derain.checkpointing import newest_checkpoint, slurm_requeued
-from derain.evaluation import markdown_table, write_results
-from derain.inference.ensemble import ensemble_transforms
+from derain.evaluation.tables import markdown_table, write_results
 from derain.models import optimize
-from derain.module import DerainModule
-from derain.profiling import retain_freed_memory
+from derain.models.ensemble import ensemble_transforms
+from derain.runtime.memory import retain_freed_memory
+from derain.training.checkpointing import newest_checkpoint, slurm_requeued
+from derain.training.module import DerainModule
 
 log = logging.getLogger(__name__)
 

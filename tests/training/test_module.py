@@ -10,9 +10,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from derain.data import DerainDataModule, SyntheticSet
-from derain.inference.ensemble import ensemble_transforms, self_ensemble
-from derain.metrics import psnr
-from derain.module import DerainModule, NonFiniteLossError, warmup_cosine
+from derain.evaluation.metrics import psnr
+from derain.models.ensemble import ensemble_transforms, self_ensemble
+from derain.training.module import DerainModule, NonFiniteLossError, warmup_cosine
 
 TINY_MODEL = {"_target_": "derain.models.ELF", "width": 8, "depth": 1}
 
@@ -98,7 +98,7 @@ def test_warmup_cosine_following_time_decays_when_either_budget_runs_out():
 def test_max_time_fraction_reads_the_trainers_time_limit():
     from lightning.pytorch.callbacks import Timer
 
-    from derain.module import max_time_fraction
+    from derain.training.module import max_time_fraction
 
     class FakeTrainer:
         def __init__(self, callbacks):
@@ -125,7 +125,7 @@ def test_max_time_fraction_reads_the_trainers_time_limit():
 def test_under_several_processes_the_time_share_is_broadcast_every_few_steps_only():
     from lightning.pytorch.callbacks import Timer
 
-    from derain.module import TIME_SHARE_SYNC_EVERY, max_time_fraction
+    from derain.training.module import TIME_SHARE_SYNC_EVERY, max_time_fraction
 
     class CountingBroadcast:
         def __init__(self):
@@ -162,7 +162,7 @@ def test_cosine_schedule_follows_the_trainers_max_time_when_asked(follow):
         "interval": "step",
         "follow_max_time": follow,
         "scheduler": {
-            "_target_": "derain.module.warmup_cosine",
+            "_target_": "derain.training.module.warmup_cosine",
             "_partial_": True,
             "warmup_steps": 0,
             "total_steps": 1000,
@@ -224,7 +224,7 @@ class RecordWeights(Callback):
 
 
 def test_ema_callback_keeps_the_exponential_average_of_every_step_and_ends_with_it():
-    from derain.callbacks import EMA
+    from derain.training.callbacks import EMA
 
     decay = 0.7
     recorder = RecordWeights()
@@ -321,7 +321,7 @@ class CountHostReads(Callback):
 
 def test_training_steps_do_not_read_device_values_on_the_host():
     # the loss's finiteness, the EMA's update count: a GPU would wait for each such read
-    from derain.callbacks import EMA
+    from derain.training.callbacks import EMA
 
     reads = CountHostReads()  # after EMA: its update is counted too
     trainer = pl.Trainer(

@@ -1,4 +1,4 @@
-"""derain.losses: the ELF paper's loss terms on known inputs (docs/elf-network.md, "Outputs and loss")."""
+"""derain.training.losses: the ELF paper's loss terms on known inputs (docs/elf-network.md, "Outputs and loss")."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
-from derain.losses import (
+from derain.models.elf import ELFOutput
+from derain.training.losses import (
     ELFLoss,
     charbonnier,
     edge_loss,
@@ -19,7 +20,6 @@ from derain.losses import (
     mean_psnr,
     mean_ssim,
 )
-from derain.models.elf import ELFOutput
 
 EPS = 1e-3
 

@@ -51,7 +51,7 @@ def full_precision(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     Training under `bf16-mixed` runs the loss inside autocast, which computes convolutions (the
     SSIM window, the edge blur) in bf16: SSIM's variance E[x²] − μ² then loses nearly every digit
     and turns negative on real photos. Scores and losses must not depend on the training
-    precision, so every function of images here and in `derain.losses` goes through this.
+    precision, so every function of images here and in `derain.training.losses` goes through this.
     float64 arguments (the metrics' planes) are left as they are.
     """
 

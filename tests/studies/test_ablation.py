@@ -1,4 +1,4 @@
-"""derain.ablation: variants composed from conf/, one budget for all, the table and the hooks."""
+"""derain.studies.ablation: variants composed from conf/, one budget for all, the table and the hooks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from derain.ablation import (
+from derain.models import ELF
+from derain.paths import config_dir
+from derain.studies.ablation import (
     SCALES,
     AblationStudy,
     AblationTable,
@@ -26,8 +28,6 @@ from derain.ablation import (
     variant_names,
     wandb_table,
 )
-from derain.models import ELF
-from derain.paths import config_dir
 
 # what each file of conf/model/ablation/ must switch, relative to the full network
 INTENDED = {

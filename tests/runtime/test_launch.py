@@ -1,4 +1,4 @@
-"""derain.launch: one run name for every process of a torchrun or srun launch."""
+"""derain.runtime.launch: one run name for every process of a torchrun or srun launch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime
 import pytest
 from torch.distributed import TCPStore
 
-from derain import launch
+from derain.runtime import launch
 
 FORMAT = "%Y-%m-%d_%H-%M-%S_%f"
 LAUNCHER_VARIABLES = (

@@ -11,12 +11,12 @@ import torch
 from omegaconf import OmegaConf
 
 from derain.paths import config_dir
-from derain.training import train
+from derain.training.tasks import train
 from helpers import TINY
 
 CONF = config_dir()
 
-# what the NaN stop advises when a loss diverges (derain.module.DerainModule._nonfinite_advice)
+# what the NaN stop advises when a loss diverges (derain.training.module.DerainModule._nonfinite_advice)
 ADVISED_CLIP = 1.0
 
 
@@ -82,7 +82,7 @@ def test_fp16_with_a_fused_optimizer_cannot_clip_and_says_what_to_change():
     import lightning.pytorch as pl
     from lightning.pytorch.plugins.precision import MixedPrecision
 
-    from derain.module import DerainModule
+    from derain.training.module import DerainModule
 
     # Lightning turns precision="16-mixed" into bf16 on CPU; the plugin keeps fp16's GradScaler
     trainer = pl.Trainer(
@@ -120,7 +120,7 @@ TINY_MODEL = {"_target_": "derain.models.ELF", "width": 8, "depth": 1}
 def _test_scores(trainer_precision: str, **module_args) -> tuple[dict, str]:
     import lightning.pytorch as pl
 
-    from derain.module import DerainModule
+    from derain.training.module import DerainModule
 
     torch.manual_seed(0)
     module = DerainModule(model=TINY_MODEL, **module_args)
@@ -147,7 +147,7 @@ def test_testing_runs_the_network_in_fp32_whatever_the_trainers_precision():
 
 
 def test_an_unknown_eval_precision_fails_when_the_module_is_built():
-    from derain.module import DerainModule
+    from derain.training.module import DerainModule
 
     with pytest.raises(ValueError, match="eval_precision='fp16'"):
         DerainModule(model=TINY_MODEL, eval_precision="fp16")
