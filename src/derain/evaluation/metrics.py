@@ -12,8 +12,9 @@ Variants are options, not defaults:
   1.0 on im2double RGB — the same number as ``psnr(..., channel="rgb")`` — and SSIM on Y·255 of
   double images, i.e. ``ssim(..., rounded_y=False)``.
 
-kornia's ``rgb_to_y`` is *full-range* luma (0.299, 0.587, 0.114): scored with peak 255 it reads
-20·log10(255/219) ≈ 1.32 dB lower than the studio-range Y every paper uses, so it is not used here.
+SSIM is kornia's (``kornia.metrics.ssim`` with valid padding equals the MATLAB script). The Y plane
+is ours: kornia's ``rgb_to_y`` is *full-range* luma (0.299, 0.587, 0.114), which scored with peak
+255 reads 20·log10(255/219) ≈ 1.32 dB lower than the rounded studio-range Y every paper uses.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import functools
 from collections.abc import Callable
 from typing import Literal, ParamSpec, TypeVar
 
+import kornia
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -34,9 +35,6 @@ _R = TypeVar("_R")
 
 PEAK = 255.0
 SSIM_WINDOW_SIZE = 11
-SSIM_SIGMA = 1.5
-SSIM_K1 = 0.01
-SSIM_K2 = 0.03
 
 # BT.601 studio-range luma of MATLAB's rgb2ycbcr, in thousandths so 8-bit inputs stay integers:
 # Y = 16 + (65.481·R + 128.553·G + 24.966·B) / 255.
@@ -161,46 +159,15 @@ def psnr(pred: Tensor, target: Tensor, channel: Channel = "y", rounded_y: bool =
     return 10.0 * torch.log10(PEAK**2 / mse)
 
 
-def gaussian_window(
-    size: int = SSIM_WINDOW_SIZE,
-    sigma: float = SSIM_SIGMA,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str | None = None,
-) -> Tensor:
-    """1-D normalised Gaussian of `size` taps; its outer product is MATLAB's fspecial('gaussian')."""
-    offsets = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    window = torch.exp(-(offsets**2) / (2 * sigma**2))
-    return window / window.sum()
-
-
-def _filter_valid(img: Tensor, window: Tensor) -> Tensor:
-    """Separable Gaussian filter per channel without padding: B×C×H×W → B×C×(H−k+1)×(W−k+1)."""
-    size = window.numel()
-    if img.dtype == torch.float64:
-        # oneDNN has no float64 convolution, and the fallback is ~3× slower than a matmul over
-        # the sliding windows; the metric runs in float64, the loss in float32 keeps conv2d
-        return img.unfold(-1, size, 1).matmul(window).unfold(-2, size, 1).matmul(window)
-    channels = img.shape[1]
-    rows = window.view(1, 1, 1, size).expand(channels, 1, 1, size)
-    cols = window.view(1, 1, size, 1).expand(channels, 1, size, 1)
-    return F.conv2d(F.conv2d(img, rows, groups=channels), cols, groups=channels)
-
-
 @full_precision
 def structural_similarity(
-    x: Tensor,
-    y: Tensor,
-    data_range: float,
-    window_size: int = SSIM_WINDOW_SIZE,
-    sigma: float = SSIM_SIGMA,
-    k1: float = SSIM_K1,
-    k2: float = SSIM_K2,
+    x: Tensor, y: Tensor, data_range: float, window_size: int = SSIM_WINDOW_SIZE
 ) -> Tensor:
-    """Wang et al. (2004) SSIM with a Gaussian window over the valid region, per image.
+    """Wang et al. (2004) SSIM with an 11×11 Gaussian window (σ = 1.5, kornia's) over the valid
+    region, per image; K1 = 0.01, K2 = 0.03, population variances, as in the MATLAB reference.
 
     Differentiable and computed in the inputs' dtype, so the loss reuses it; the metric calls it on
-    float64 planes. Local variances are population ones (divide by the window weight, not n−1), as
-    in the MATLAB reference.
+    float64 planes.
 
     Args:
         x, y: B×C×H×W float tensors of the same shape, H and W at least `window_size`.
@@ -215,17 +182,7 @@ def structural_similarity(
             f"SSIM needs images of at least {window_size}×{window_size} pixels (its valid window), "
             f"got {x.shape[-2]}×{x.shape[-1]}"
         )
-    window = gaussian_window(window_size, sigma, dtype=x.dtype, device=x.device)
-    c1 = (k1 * data_range) ** 2
-    c2 = (k2 * data_range) ** 2
-    mu_x = _filter_valid(x, window)
-    mu_y = _filter_valid(y, window)
-    var_x = _filter_valid(x * x, window) - mu_x**2
-    var_y = _filter_valid(y * y, window) - mu_y**2
-    cov_xy = _filter_valid(x * y, window) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
+    ssim_map = kornia.metrics.ssim(x, y, window_size, max_val=data_range, padding="valid")
     return ssim_map.mean(dim=(1, 2, 3))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import kornia
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,17 +34,16 @@ def charbonnier(pred: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
 
 def _blur5(img: Tensor) -> Tensor:
     """Separable 5×5 Gaussian per channel with 2-px replicate padding; keeps B×C×H×W."""
-    channels = img.shape[1]
-    taps = torch.tensor(_EDGE_TAPS, dtype=img.dtype, device=img.device)
-    rows = taps.view(1, 1, 1, 5).expand(channels, 1, 1, 5)
-    cols = taps.view(1, 1, 5, 1).expand(channels, 1, 5, 1)
-    padded = F.pad(img, (2, 2, 2, 2), mode="replicate")
-    return F.conv2d(F.conv2d(padded, rows, groups=channels), cols, groups=channels)
+    taps = torch.tensor([_EDGE_TAPS], dtype=img.dtype, device=img.device)
+    return kornia.filters.filter2d_separable(img, taps, taps, border_type="replicate")
 
 
 @full_precision
 def laplacian_edges(img: Tensor) -> Tensor:
     """One Laplacian-pyramid level: img − blur(up(down(blur(img)))), as MPRNet's EdgeLoss.
+
+    By hand because MPRNet's up-sampling inserts zeros (×4) where kornia's pyramids interpolate;
+    the blurs are kornia's separable filter.
 
     blur: the 5-tap Gaussian [.05, .25, .4, .25, .05] along rows and columns (= the 5×5 outer
     product) per channel, on a 2-px replicate-padded image, so the size is kept. down: keep the
