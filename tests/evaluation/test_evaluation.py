@@ -48,7 +48,9 @@ def test_an_ensembled_result_shows_the_single_pass_beside_it_and_says_so(tmp_pat
     per_image = [
         {"set": "a", "name": "x", "input_psnr": 20.0, "psnr": 30.0, "ssim": 0.9, "single_psnr": 29}
     ]
-    paths = write_results(tmp_path, results, per_image, {"ckpt_path": "m.ckpt", "ensemble": "d4"})
+    paths = write_results(
+        tmp_path, results, per_image, {"ckpt_path": "m.ckpt", "self_ensemble": "d4"}
+    )
     assert "×8 self-ensemble" in paths["markdown"].read_text()
     assert paths["csv"].read_text().splitlines()[0].endswith(",single_psnr")
     # without an ensemble the table keeps its seven columns

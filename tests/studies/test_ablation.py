@@ -83,7 +83,7 @@ def test_full_scale_budget_is_a_step_count_not_a_time_limit(tmp_path):
     assert cfg.trainer.devices == 1 and cfg.trainer.get("strategy", "auto") == "auto"
     assert cfg.data.batch_size == 8
     # the recipe the README's table was measured with: all 8 flips/rotations, one test pass
-    assert cfg.data.augment == "d4" and cfg.module.test_ensemble is None
+    assert cfg.data.augment == "d4" and cfg.module.self_ensemble is None
 
 
 def test_unknown_variant_and_scale_name_the_choices(tmp_path):

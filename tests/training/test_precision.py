@@ -121,15 +121,21 @@ def _test_scores(trainer_precision: str, **module_args) -> tuple[dict, str]:
     import lightning.pytorch as pl
 
     from derain.training.module import DerainModule
+    from derain.training.report import TestReport
 
     torch.manual_seed(0)
     module = DerainModule(model=TINY_MODEL, **module_args)
     datamodule = _datamodule()
+    report = TestReport()
     trainer = pl.Trainer(
-        accelerator="cpu", precision=trainer_precision, logger=False, enable_progress_bar=False
+        accelerator="cpu",
+        precision=trainer_precision,
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[report],
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return module.test_results["light"], module.scored_precision
+    return report.results["light"], module.scored_precision
 
 
 def test_testing_runs_the_network_in_fp32_whatever_the_trainers_precision():

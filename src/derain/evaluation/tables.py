@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from derain.evaluation.panels import save_panel
+from derain.models.ensemble import SELF_ENSEMBLES
 
 COLUMNS = ("input_psnr", "input_ssim", "psnr", "ssim")
 SINGLE_COLUMNS = ("single_psnr", "single_ssim")
@@ -66,14 +67,6 @@ def markdown_table(results: dict[str, dict[str, float]], title: str | None = Non
     return "\n".join(lines) + "\n"
 
 
-def ensemble_description(name: str) -> str:
-    """Words for a named self-ensemble in result tables."""
-    return {
-        "d4": "the 8 flips/rotations (×8 self-ensemble)",
-        "flips": "the 4 orientation-keeping flips (×4 self-ensemble)",
-    }.get(name, f"self-ensemble {name!r}")
-
-
 def write_results(
     out_dir: str | Path,
     results: dict[str, dict[str, float]],
@@ -90,9 +83,9 @@ def write_results(
         else "RGB PSNR/SSIM"
     )
     title = metadata.get("title", "Evaluation")
-    ensemble = metadata.get("ensemble")
+    ensemble = metadata.get("self_ensemble")
     restored = (
-        f"; outputs are the mean over {ensemble_description(ensemble)} (single-pass scores "
+        f"; outputs are the mean over {SELF_ENSEMBLES[ensemble].description} (single-pass scores "
         "in the last columns)"
         if ensemble
         else ""

@@ -28,7 +28,7 @@ from torch import Tensor
 from derain.inference.checkpoint import load_model
 from derain.inference.tiling import axis_tiles, parse_memory_size, round_up, tiled_apply
 from derain.models import ELF
-from derain.models.ensemble import ensemble_transforms
+from derain.models.ensemble import ensemble_transforms, self_ensemble_name
 from derain.models.ensemble import self_ensemble as ensemble_mean
 from derain.runtime.memory import peak_activation_bytes
 
@@ -309,10 +309,9 @@ def load(
 
 
 def _ensemble(self_ensemble: bool | str) -> tuple[tuple[int, bool], ...] | None:
-    """The transforms `self_ensemble` names (True means "d4"); None for one pass."""
-    if self_ensemble is True:
-        self_ensemble = "d4"
-    return ensemble_transforms(self_ensemble) if self_ensemble else None
+    """The transforms `self_ensemble` names (`self_ensemble_name`); None for one pass."""
+    name = self_ensemble_name(self_ensemble)
+    return ensemble_transforms(name) if name is not None else None
 
 
 def _memory_budget(max_memory: int | str | None, device: torch.device) -> int:

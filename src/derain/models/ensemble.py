@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -14,18 +15,44 @@ FLIPS = ((0, False), (0, True), (2, False), (2, True))
 """The four symmetries that keep lines' orientation (identity, left-right mirror, half turn,
 top-bottom mirror): near-vertical streaks stay near-vertical."""
 
-ENSEMBLES: dict[str, tuple[tuple[int, bool], ...]] = {"d4": DIHEDRAL, "flips": FLIPS}
-"""Named transform sets for `self_ensemble`: "d4" (8 passes) and "flips" (4 passes)."""
+
+@dataclass(frozen=True)
+class SelfEnsemble:
+    """A named set of flips/rotations whose outputs are averaged, and how result tables say it."""
+
+    name: str
+    transforms: tuple[tuple[int, bool], ...]
+    description: str
+
+
+SELF_ENSEMBLES: dict[str, SelfEnsemble] = {
+    "flips": SelfEnsemble("flips", FLIPS, "the 4 orientation-keeping flips (×4 self-ensemble)"),
+    "d4": SelfEnsemble("d4", DIHEDRAL, "the 8 flips/rotations (×8 self-ensemble)"),
+}
+"""The values of every `self_ensemble` setting (training's module, derain-eval, derain-predict,
+the web app, `derain.load`): "flips" (4 passes) or "d4" (8 passes)."""
+
+
+def self_ensemble_name(value: bool | str | None) -> str | None:
+    """The one reading of a `self_ensemble` setting: None, False or "off" → None (one pass);
+    True → "d4"; "d4" or "flips" as given. Anything else raises ValueError listing the values."""
+    if value is None or value is False or value == "off":
+        return None
+    name = "d4" if value is True else value
+    if name not in SELF_ENSEMBLES:
+        raise ValueError(
+            f"unknown self-ensemble {value!r}: expected one of {', '.join(SELF_ENSEMBLES)}, "
+            "true (= d4), or false/null for one pass"
+        )
+    return name
 
 
 def ensemble_transforms(name: str) -> tuple[tuple[int, bool], ...]:
     """The transforms of a named ensemble ("d4" or "flips"); other names list the valid ones."""
-    try:
-        return ENSEMBLES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown self-ensemble {name!r}: expected one of {', '.join(ENSEMBLES)}"
-        ) from None
+    checked = self_ensemble_name(name)
+    if checked is None:
+        raise ValueError(f"self-ensemble {name!r} names no transforms: use d4 or flips")
+    return SELF_ENSEMBLES[checked].transforms
 
 
 def dihedral(x: Tensor, quarter_turns: int, flip: bool) -> Tensor:

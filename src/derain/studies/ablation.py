@@ -124,7 +124,7 @@ SCALES: dict[str, Scale] = {
             # orientation-keeping flips and tests their ensemble): the README's table was
             # measured so
             "data.augment=d4",
-            "module.test_ensemble=null",
+            "module.self_ensemble=null",
             "callbacks.progress_bar=null",
             "++trainer.enable_progress_bar=false",
             "++trainer.enable_model_summary=false",

@@ -8,26 +8,28 @@ the checkpoint's `hyper_parameters`, so a checkpoint alone rebuilds the network 
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from derain.data.io import write_image
 from derain.evaluation.metrics import PSNR, SSIM, psnr, ssim
 from derain.evaluation.panels import make_panel, save_panel
-from derain.models.ensemble import ensemble_transforms, self_ensemble
+
+if TYPE_CHECKING:
+    from derain.inference import StoredNetwork
+from derain.models.ensemble import ensemble_transforms, self_ensemble, self_ensemble_name
 from derain.training.losses import ELFLoss
+from derain.training.schedules import build_scheduler
 
 
 def _plain(value: Any) -> Any:
@@ -42,70 +44,29 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer,
-    warmup_steps: int,
-    total_steps: int,
-    min_lr_ratio: float = 0.01,
-    elapsed_fraction: Callable[[], float] | None = None,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over `warmup_steps`, then cosine decay to `min_lr_ratio`·lr at `total_steps`.
-
-    With `elapsed_fraction` (a function returning the share of a time budget used so far, read at
-    every scheduler step), the decay's progress is the larger of the step share and the time
-    share: the learning rate reaches its floor when either the steps or the time run out.
-    """
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / max(1, warmup_steps)
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        if elapsed_fraction is not None:
-            progress = max(progress, elapsed_fraction())
-        progress = min(1.0, progress)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-TIME_SHARE_SYNC_EVERY = 25
-"""Under several processes, the time share of `max_time_fraction` is rank 0's, fetched every this
-many calls (scheduler steps) rather than at each: a broadcast waits for every process."""
-
-
-def max_time_fraction(trainer: Any) -> Callable[[], float] | None:
-    """A function returning the share of the trainer's `max_time` spent in training so far
-    (resumed runs included), or None when the trainer has no time limit.
-
-    Under several processes all of them must keep the same learning rate, so the share is rank
-    0's clock, broadcast at the first call and then every `TIME_SHARE_SYNC_EVERY` calls (every
-    process calls it once per scheduler step), and held in between.
-    """
-    timers = [callback for callback in trainer.callbacks if isinstance(callback, Timer)]
-    if not timers or timers[0].time_remaining() is None:
-        return None
-    timer = timers[0]
-    shared = {"calls": 0, "share": 0.0}
-
-    def local_share() -> float:
-        elapsed = timer.time_elapsed("train")
-        return elapsed / max(1e-9, elapsed + timer.time_remaining("train"))
-
-    def fraction() -> float:
-        if trainer.world_size == 1:
-            return local_share()
-        if shared["calls"] % TIME_SHARE_SYNC_EVERY == 0:
-            shared["share"] = float(trainer.strategy.broadcast(local_share(), src=0))
-        shared["calls"] += 1
-        return shared["share"]
-
-    return fraction
-
-
 def _synced_count(metric) -> int:
     """Images a per-image metric has seen, over all processes."""
     with metric.sync_context():
         return int(metric.count)
+
+
+@dataclass
+class TestBatch:
+    """What `DerainModule.test_step` returns for one batch of a test set.
+
+    Images are B×3×H×W float tensors in [0, 1]; scores are per image (PSNR in dB).
+    `single_psnr` is the single pass's PSNR when the output is a self-ensemble, else None.
+    """
+
+    set_name: str
+    names: list[str]
+    rainy: Tensor
+    restored: Tensor
+    clean: Tensor
+    psnr: list[float]
+    ssim: list[float]
+    input_psnr: list[float]
+    single_psnr: list[float] | None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -155,10 +116,10 @@ class DerainModule(pl.LightningModule):
             "frequency": int}.
         metric_channel: "y" (papers' protocol) or "rgb".
         panel_images: how many validation images of the first set go into the logged panel.
-        test_ensemble: None (one pass), or a self-ensemble for testing: "d4" (mean over the 8
-            flips/rotations) or "flips" (the 4 that keep streaks' orientation). The test then
-            scores the ensemble and also the single pass (`single_psnr`, `single_ssim`);
-            validation stays one pass.
+        self_ensemble: the test's self-ensemble (`derain.models.ensemble.self_ensemble_name`):
+            None/false (one pass), "d4" or true (mean over the 8 flips/rotations) or "flips"
+            (the 4 that keep streaks' orientation). The test then scores the ensemble and also
+            the single pass (`single_psnr`, `single_ssim`); validation stays one pass.
         eval_precision: precision of the network in validation and test, whatever the
             trainer's: "32-true" (float32, the default: scores for tables), "bf16-mixed",
             "16-mixed", or None (the trainer's precision). Results record it.
@@ -175,12 +136,13 @@ class DerainModule(pl.LightningModule):
         scheduler: Mapping[str, Any] | None = None,
         metric_channel: str = "y",
         panel_images: int = 4,
-        test_ensemble: str | None = None,
+        self_ensemble: bool | str | None = None,
         eval_precision: str | None = "32-true",
     ) -> None:
         super().__init__()
-        if test_ensemble is not None:
-            ensemble_transforms(test_ensemble)  # unknown names fail here, not after training
+        self_ensemble = self_ensemble_name(
+            self_ensemble
+        )  # unknown names fail here, not after training
         _check_eval_precision(eval_precision)
         self.save_hyperparameters(
             {
@@ -190,7 +152,7 @@ class DerainModule(pl.LightningModule):
                 "scheduler": _plain(scheduler),
                 "metric_channel": metric_channel,
                 "panel_images": panel_images,
-                "test_ensemble": test_ensemble,
+                "self_ensemble": self_ensemble,
                 "eval_precision": eval_precision,
             }
         )
@@ -201,10 +163,6 @@ class DerainModule(pl.LightningModule):
         self.val_metrics = nn.ModuleList([self._metric_set()])
         self.test_metrics = nn.ModuleList([self._metric_set(with_input=True)])
         self._panel_rows: list[list[Tensor]] = []
-        self.test_results: dict[str, dict[str, float]] = {}
-        self.test_per_image: list[dict[str, Any]] = []
-        self.save_images_dir: Path | None = None
-        self._test_panel: dict[str, list[tuple[list[Tensor], str]]] = {}
         # first global step whose loss was not finite, on the loss's device (_track_nonfinite)
         self._first_nonfinite: Tensor | None = None
         self._nonfinite_loss: Tensor | None = None
@@ -215,7 +173,7 @@ class DerainModule(pl.LightningModule):
         metrics = {"psnr": PSNR(channel=channel), "ssim": SSIM(channel=channel)}
         if with_input:
             metrics |= {"input_psnr": PSNR(channel=channel), "input_ssim": SSIM(channel=channel)}
-            if self.hparams.get("test_ensemble"):
+            if self.hparams.get("self_ensemble"):
                 metrics |= {
                     "single_psnr": PSNR(channel=channel),
                     "single_ssim": SSIM(channel=channel),
@@ -247,13 +205,7 @@ class DerainModule(pl.LightningModule):
         sched = self.hparams.scheduler
         if not sched:
             return optimizer
-        factory = instantiate(sched["scheduler"])
-        if sched["scheduler"].get("_target_", "").endswith("warmup_cosine"):
-            total = sched["scheduler"].get("total_steps") or self.trainer.estimated_stepping_batches
-            follow = max_time_fraction(self.trainer) if sched.get("follow_max_time") else None
-            scheduler = factory(optimizer, total_steps=int(total), elapsed_fraction=follow)
-        else:
-            scheduler = factory(optimizer)
+        scheduler = build_scheduler(sched, optimizer, self.trainer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {
@@ -440,11 +392,15 @@ class DerainModule(pl.LightningModule):
             elif kind == "CSVLogger":
                 save_panel(panel, Path(logger.log_dir) / "panels" / f"step{step:07d}.png")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+    def test_step(
+        self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> TestBatch:
+        """Scores one batch (the set's metrics are updated) and returns its images and
+        per-image scores, which a `derain.training.report.TestReport` collects."""
         with self._eval_precision():
-            self._test_batch(batch, batch_idx, dataloader_idx)
+            return self._test_batch(batch, batch_idx, dataloader_idx)
 
-    def _test_batch(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int) -> None:
+    def _test_batch(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int) -> TestBatch:
         _, restored = self._restore(batch["rainy"])
         rainy, clean = batch["rainy"].float().clamp(0, 1), batch["clean"]
         metrics = self.test_metrics[dataloader_idx]
@@ -453,7 +409,7 @@ class DerainModule(pl.LightningModule):
             single = restored
             metrics["single_psnr"].update(single, clean)
             metrics["single_ssim"].update(single, clean)
-            transforms = ensemble_transforms(self.hparams.test_ensemble)
+            transforms = ensemble_transforms(self.hparams.self_ensemble)
             restored = self_ensemble(lambda t: self(t).image, batch["rainy"], transforms).clamp(
                 0, 1
             )
@@ -463,67 +419,62 @@ class DerainModule(pl.LightningModule):
         metrics["input_ssim"].update(rainy, clean)
         channel = self.hparams.metric_channel
         names = batch.get("name") or [f"{batch_idx:05d}_{i}" for i in range(len(restored))]
-        set_name = self.test_set_names[dataloader_idx]
-        single_psnrs = None if single is None else psnr(single, clean, channel=channel).tolist()
-        for i, (p, s, ip) in enumerate(
-            zip(
-                psnr(restored, clean, channel=channel).tolist(),
-                ssim(restored, clean, channel=channel).tolist(),
-                psnr(rainy, clean, channel=channel).tolist(),
-                strict=True,
-            )
-        ):
-            row = {"set": set_name, "name": names[i], "psnr": p, "ssim": s, "input_psnr": ip}
-            if single_psnrs is not None:
-                row["single_psnr"] = single_psnrs[i]
-            self.test_per_image.append(row)
-        per_set = max(1, self.hparams.panel_images // len(self.test_set_names))
-        examples = self._test_panel.setdefault(set_name, [])
-        for i in range(len(restored)):
-            if len(examples) < per_set:
-                p, ip = (
-                    self.test_per_image[-len(restored) + i]["psnr"],
-                    self.test_per_image[-len(restored) + i]["input_psnr"],
-                )
-                row = [rainy[i], restored[i], clean[i], (rainy[i] - restored[i]).abs().clamp(0, 1)]
-                examples.append(([t.cpu() for t in row], f"{set_name}: {ip:.1f} -> {p:.1f} dB"))
-        if self.save_images_dir is not None:
-            folder = self.save_images_dir / set_name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, img in enumerate(restored):
-                write_image(
-                    folder / f"{Path(names[i]).stem}.png", img.permute(1, 2, 0).cpu().numpy()
-                )
+        return TestBatch(
+            set_name=self.test_set_names[dataloader_idx],
+            names=list(names),
+            rainy=rainy,
+            restored=restored,
+            clean=clean,
+            psnr=psnr(restored, clean, channel=channel).tolist(),
+            ssim=ssim(restored, clean, channel=channel).tolist(),
+            input_psnr=psnr(rainy, clean, channel=channel).tolist(),
+            single_psnr=None if single is None else psnr(single, clean, channel=channel).tolist(),
+        )
 
-    def on_test_epoch_end(self) -> None:
+    def test_set_scores(self) -> dict[str, dict[str, float]]:
+        """Per test set: the means of every test metric over its images, and `images`, the
+        number of images (all processes' together). Valid until the test epoch ends."""
+        scores = {}
         for name, metrics in zip(self.test_set_names, self.test_metrics, strict=True):
             values = {k: float(v) for k, v in metrics.compute().items()}
-            count = _synced_count(metrics["psnr"])
-            metrics.reset()
-            self.test_results[name] = {**values, "images": count}
-            for key, value in values.items():
-                self.log(f"test/{name}/{key}", value)
+            scores[name] = {**values, "images": _synced_count(metrics["psnr"])}
+        return scores
 
-    def test_panel(self) -> np.ndarray | None:
-        """Examples of every test set (rainy | restored | clean | |rainy − restored|), or None."""
-        examples = [e for rows in self._test_panel.values() for e in rows]
-        if not examples:
-            return None
-        return make_panel([row for row, _ in examples], row_titles=[t for _, t in examples])
+    def on_test_epoch_end(self) -> None:
+        for name, values in self.test_set_scores().items():
+            for key, value in values.items():
+                if key != "images":
+                    self.log(f"test/{name}/{key}", value)
+        for metrics in self.test_metrics:
+            metrics.reset()
 
     # ----------------------------------------------------------------------------- loading
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> DerainModule:
-        """Rebuilds the module from a checkpoint alone (weights-only load, no code runs)."""
-        from derain.inference import load_model
+    def from_checkpoint(
+        cls, path: str | Path, map_location: str = "cpu", **options: Any
+    ) -> DerainModule:
+        """Rebuilds the module from a checkpoint alone (read once, weights only, no code runs);
+        `options` as for `from_network`."""
+        from derain.inference import load_network
 
-        # load_model refuses checkpoints whose network is not derain's, before anything is built
-        network = load_model(path, device=map_location)
-        hparams = torch.load(path, map_location=map_location, weights_only=True)["hyper_parameters"]
+        # load_network refuses checkpoints whose network is not derain's, before anything is built
+        return cls.from_network(load_network(path, device=map_location), **options)
+
+    @classmethod
+    def from_network(cls, stored: StoredNetwork, **options: Any) -> DerainModule:
+        """A module around a network read by `derain.inference.load_network`.
+
+        `options` (metric_channel, panel_images, self_ensemble, eval_precision) replace the
+        checkpoint's; the loss, optimiser and schedule are not rebuilt.
+        """
+        saved = stored.hyper_parameters
         module = cls(
-            model={**hparams["model"], "compile": False},  # the caller chooses (see load_model)
-            metric_channel=hparams.get("metric_channel", "y"),
-            panel_images=hparams.get("panel_images", 4),
+            model={**stored.config, "compile": False},  # the caller chooses (see load_model)
+            **{
+                "metric_channel": saved.get("metric_channel", "y"),
+                "panel_images": saved.get("panel_images", 4),
+                **options,
+            },
         )
-        module.model.load_state_dict(network.state_dict())
+        module.model.load_state_dict(stored.model.state_dict())
         return module

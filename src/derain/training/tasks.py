@@ -15,12 +15,13 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from derain.evaluation.tables import markdown_table, write_results
+from derain.evaluation.tables import markdown_table
+from derain.inference import load_network
 from derain.models import optimize
-from derain.models.ensemble import ensemble_transforms
 from derain.runtime.memory import retain_freed_memory
 from derain.training.checkpointing import newest_checkpoint, slurm_requeued
 from derain.training.module import DerainModule
+from derain.training.report import TestReport
 
 log = logging.getLogger(__name__)
 
@@ -83,25 +84,28 @@ def build_module(cfg: DictConfig) -> DerainModule:
 
 
 def _run_test(
-    trainer: pl.Trainer, module: DerainModule, datamodule, out_dir: Path, metadata: dict[str, Any]
+    trainer: pl.Trainer,
+    module: DerainModule,
+    datamodule,
+    report: TestReport,
+    out_dir: Path,
+    metadata: dict[str, Any],
 ) -> dict[str, Path]:
+    """Tests `module` with `trainer` (whose callbacks include `report`) and, on the first
+    process, writes the report and logs its table and panel."""
     trainer.test(module, datamodule=datamodule, verbose=False)
     metadata = {**metadata, "precision": module.scored_precision}
     paths = {}
     if trainer.is_global_zero:
-        paths = write_results(
-            out_dir, module.test_results, module.test_per_image, metadata, module.test_panel()
-        )
+        paths = report.write(out_dir, metadata)
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
-                rows = module.test_per_image
                 columns = ["set", "name", "input_psnr", "psnr", "ssim"]
-                logger.log_table(
-                    "test/per_image", columns=columns, data=[[r[c] for c in columns] for r in rows]
-                )
+                rows = [[r[c] for c in columns] for r in report.per_image]
+                logger.log_table("test/per_image", columns=columns, data=rows)
                 if "panel" in paths:
                     logger.log_image("test/panel", images=[str(paths["panel"])])
-        print(markdown_table(module.test_results, metadata.get("title")))
+        print(markdown_table(report.results, metadata.get("title")))
     return paths
 
 
@@ -132,7 +136,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     if not loggers:  # nothing to record learning rates to (Lightning refuses the monitor then)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    report = TestReport(panel_images=module.hparams.panel_images)
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=[*callbacks, report], logger=loggers or False
+    )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -167,19 +174,19 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 devices=1,
                 num_nodes=1,
                 strategy="auto",
-                callbacks=[],
+                callbacks=[report],
                 logger=loggers or False,
             )
         metadata = {
             "title": f"{cfg.task_name}: {cfg.run_name}",
             "ckpt_path": str(last) if last.is_file() else ckpt_path,
             "metric_channel": module.hparams.metric_channel,
-            "ensemble": module.hparams.get("test_ensemble"),
+            "self_ensemble": module.hparams.self_ensemble,
             "model": OmegaConf.to_container(cfg.model, resolve=True),
         }
-        paths = _run_test(tester, module, datamodule, out_dir, metadata)
+        paths = _run_test(tester, module, datamodule, report, out_dir, metadata)
         result["paths"] = {k: str(v) for k, v in paths.items()}
-        result["test"] = module.test_results
+        result["test"] = report.results
     return result
 
 
@@ -201,32 +208,33 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg)
-    module = DerainModule.from_checkpoint(ckpt_path)
+    # unknown self_ensemble / eval_precision values fail here, before any image is read
+    stored = load_network(ckpt_path)
+    module = DerainModule.from_network(
+        stored,
+        metric_channel=cfg.metric_channel,
+        panel_images=cfg.panel_images,
+        self_ensemble=cfg.get("self_ensemble"),
+        eval_precision=cfg.get("eval_precision", "32-true"),
+    )
     optimize(
         module.model,
         channels_last=cfg.get("channels_last"),
         compile=bool(cfg.get("compile", False)),
         freeze=True,
     )
-    module.hparams.metric_channel = cfg.metric_channel
-    module.hparams.panel_images = cfg.panel_images
-    if cfg.get("ensemble"):
-        ensemble_transforms(cfg.ensemble)  # an unknown name fails before any image is read
-    module.hparams.test_ensemble = cfg.get("ensemble") or None
-    module.hparams.eval_precision = cfg.get("eval_precision", "32-true")
-    if cfg.save_images:
-        module.save_images_dir = out_dir / "images"
+    report = TestReport(
+        panel_images=cfg.panel_images, images_dir=out_dir / "images" if cfg.save_images else None
+    )
     datamodule = instantiate(cfg.data)
     loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[])
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[report])
     metadata = {
         "title": f"{cfg.task_name}: {Path(ckpt_path).name}",
         "ckpt_path": str(ckpt_path),
         "metric_channel": cfg.metric_channel,
-        "ensemble": module.hparams.test_ensemble,
-        "model": torch.load(ckpt_path, map_location="cpu", weights_only=True)["hyper_parameters"][
-            "model"
-        ],
+        "self_ensemble": module.hparams.self_ensemble,
+        "model": stored.config,
     }
-    paths = _run_test(trainer, module, datamodule, out_dir, metadata)
-    return {"test": module.test_results, "paths": {k: str(v) for k, v in paths.items()}}
+    paths = _run_test(trainer, module, datamodule, report, out_dir, metadata)
+    return {"test": report.results, "paths": {k: str(v) for k, v in paths.items()}}
