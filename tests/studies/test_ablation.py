@@ -1,4 +1,4 @@
-"""derain.studies.ablation: variants composed from conf/, one budget for all, the table and the hooks."""
+"""derain.studies: ablation variants composed from conf/, one budget for all, the table, and the look inside a network."""
 
 from __future__ import annotations
 
@@ -13,20 +13,21 @@ from omegaconf import OmegaConf
 from derain.models import ELF
 from derain.paths import config_dir
 from derain.studies.ablation import (
-    SCALES,
     AblationStudy,
     AblationTable,
     VariantResult,
-    attention_maps,
-    cross_attention_weights,
     log_to_wandb,
-    plot_attention,
-    plot_layers,
     plot_psnr_bars,
     plot_psnr_vs_gmacs,
-    restoration_layers,
     variant_names,
     wandb_table,
+)
+from derain.studies.budgets import SCALES
+from derain.studies.inspection import (
+    attention_maps,
+    plot_attention,
+    plot_layers,
+    restoration_layers,
 )
 
 # what each file of conf/model/ablation/ must switch, relative to the full network
@@ -198,7 +199,7 @@ def test_attention_maps_are_the_matrix_the_mam_applies():
     q_src, k_src, v_src = seen["args"]
     assert maps.weights.shape == (2, 4, 2, 2)  # batch × heads × (8/4)²
     assert torch.allclose(maps.weights.sum(-1), torch.ones(2, 4, 2))
-    assert torch.equal(maps.weights, cross_attention_weights(cross, q_src, k_src))
+    assert torch.equal(maps.weights, cross.attention(q_src, k_src)[0])
     # applying the captured matrix to the block's values reproduces the block's output
     v = cross.to_v(cross.norm_v(v_src))
     b, c, h, w = v.shape
