@@ -28,7 +28,7 @@ many threads as cores and other work running, OpenMP's spinning barriers make ev
 operation wait for a descheduled thread (OMP_WAIT_POLICY=PASSIVE avoids it). The process keeps
 the memory it frees (`retain_freed_memory`) unless --no-retain-memory: otherwise glibc hands
 every large block back to the OS and each new activation page-faults (`elf` at 256² on one
-thread: 2.34 s instead of 1.84 s, see the README's performance section).
+thread: 2.34 s instead of 1.84 s, see docs/performance.md).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Convolutions carry no bias except the depthwise-separable ones, as in the refere
 Speed: the blocks are written for channels-last maps (`ELF(channels_last=True)`, the default),
 where a pixel's channels are contiguous: oneDNN runs the depthwise and 1×1 convs faster than on
 contiguous (NCHW) maps, the LayerNorm needs no transposition and the attention reads q, k and v
-in place (measured figures: README, "Performance"). tests/models/reference.py keeps the
+in place (measured figures: docs/performance.md). tests/models/reference.py keeps the
 straightforward version of each block that these must match.
 """
 
