@@ -129,9 +129,8 @@ class ThroughputRecorder(Callback):
         seconds = self._end - self._start
         self.epoch_seconds.append(seconds)
         self.epoch_samples.append(self._samples)
-        pl_module.log(
-            "train/samples_per_s", self._samples / max(seconds, 1e-9), rank_zero_only=True
-        )
+        # every process measures the same all-process rate on its own clock: the mean of them
+        pl_module.log("train/samples_per_s", self._samples / max(seconds, 1e-9), sync_dist=True)
 
     def summary(self, trainer: pl.Trainer) -> dict:
         # the first epoch carries start-up costs (worker spawn, allocator warm-up)
@@ -209,7 +208,9 @@ class SkippedSamples(Callback):
         self._epoch[stage] = 0
         self.skipped[stage] += int(count)
         self._gather_files(trainer)
-        pl_module.log(f"data/skipped_{stage}", float(self.skipped[stage]), sync_dist=False)
+        # the count is summed over the processes above, the same on each: sync_dist says so to
+        # Lightning (which otherwise advises it) at the cost of one scalar all-reduce
+        pl_module.log(f"data/skipped_{stage}", float(self.skipped[stage]), sync_dist=True)
         if int(count):
             log.warning(
                 "%d unreadable %s sample(s) skipped this epoch (%d in the run), listed in %s",

@@ -93,7 +93,7 @@ class CheckpointOnSigterm(Callback):
     ) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != "fit":
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # a resumable checkpoint
         if trainer.is_global_zero:
             log.warning(
                 "SIGTERM: saved step %d to %s; resume with ckpt_path=last (or ckpt_path=%s)",

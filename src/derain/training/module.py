@@ -24,12 +24,12 @@ from torchmetrics import MetricCollection
 
 from derain.evaluation.metrics import PSNR, SSIM, psnr, ssim
 from derain.evaluation.panels import make_panel, save_panel
-
-if TYPE_CHECKING:
-    from derain.inference import StoredNetwork
 from derain.models.ensemble import ensemble_transforms, self_ensemble, self_ensemble_name
 from derain.training.losses import ELFLoss
 from derain.training.schedules import build_scheduler
+
+if TYPE_CHECKING:
+    from derain.inference import StoredNetwork
 
 
 def _plain(value: Any) -> Any:
@@ -368,12 +368,14 @@ class DerainModule(pl.LightningModule):
             values = metrics.compute()  # gathers the sums and counts of every process
             images += _synced_count(metrics["psnr"])
             metrics.reset()
-            self.log(f"val/{name}/psnr", values["psnr"].float())
-            self.log(f"val/{name}/ssim", values["ssim"].float())
+            # every process holds the same, already gathered values: sync_dist says so to
+            # Lightning (an all-reduce of one scalar each), which otherwise advises it
+            self.log(f"val/{name}/psnr", values["psnr"].float(), sync_dist=True)
+            self.log(f"val/{name}/ssim", values["ssim"].float(), sync_dist=True)
             psnrs.append(values["psnr"].float())
         # the unweighted mean over sets is what checkpoints are selected on
-        self.log("val/psnr", torch.stack(psnrs).mean(), prog_bar=True)
-        self.log("val/images", float(images))
+        self.log("val/psnr", torch.stack(psnrs).mean(), prog_bar=True, sync_dist=True)
+        self.log("val/images", float(images), sync_dist=True)
         # every process holds its own examples; one panel, from the first, is enough
         if self._panel_rows and not self.trainer.sanity_checking and self.trainer.is_global_zero:
             self._log_panel(make_panel(self._panel_rows))

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from derain.evaluation.tables import markdown_table
 from derain.inference import load_network
 from derain.models import optimize
+from derain.runtime.console import quiet_third_party
 from derain.runtime.memory import retain_freed_memory
 from derain.training.checkpointing import newest_checkpoint, slurm_requeued
 from derain.training.module import DerainModule
@@ -126,6 +127,7 @@ def _finish_wandb() -> None:
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
+    quiet_third_party()
     if cfg.get("retain_freed_memory", False):
         retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
@@ -152,7 +154,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         # a collective: rank 0, which writes the file, decides for every process
         behind = trainer.is_global_zero and _saved_step(last) != trainer.global_step
         if trainer.global_step > 0 and trainer.strategy.broadcast(behind, src=0):
-            trainer.save_checkpoint(last)
+            trainer.save_checkpoint(last, weights_only=False)  # resumable: optimiser, loops
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
     result: dict[str, Any] = {"metrics": metrics, "output_dir": str(out_dir)}
@@ -203,6 +205,7 @@ def _use_idle_cores(world_size: int) -> None:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Scores a checkpoint on every test set of the data config; writes the result tables."""
+    quiet_third_party()
     if cfg.get("retain_freed_memory", False):
         retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
