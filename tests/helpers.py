@@ -14,6 +14,23 @@ BIN = Path(sys.executable).parent
 # the real configs with the smallest sizes that still exercise every part of training
 TINY = list(SMOKE_OVERRIDES)
 
+# the smallest network, for tests that build a DerainModule themselves
+TINY_MODEL = {"_target_": "derain.models.ELF", "width": 8, "depth": 1}
+
+
+def tiny_datamodule():
+    """Synthetic training patches and a small light-rain validation set, in this process."""
+    from derain.data import DerainDataModule, SyntheticSet
+
+    return DerainDataModule(
+        train=SyntheticSet("train"),
+        val={"light": SyntheticSet("val", max_side=32)},
+        patch_size=32,
+        batch_size=2,
+        num_workers=0,
+        limit=16,
+    )
+
 
 def run_cli(name: str, *args: str, cwd: Path | None = None, check: bool = True, env=None):
     """Runs a console script of this environment; returns the CompletedProcess."""

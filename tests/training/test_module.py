@@ -12,19 +12,7 @@ from derain.evaluation.metrics import psnr
 from derain.models.ensemble import ensemble_transforms, self_ensemble
 from derain.training.module import DerainModule, NonFiniteLossError
 from derain.training.report import TestReport
-
-TINY_MODEL = {"_target_": "derain.models.ELF", "width": 8, "depth": 1}
-
-
-def _datamodule():
-    return DerainDataModule(
-        train=SyntheticSet("train"),
-        val={"light": SyntheticSet("val", max_side=32)},
-        patch_size=32,
-        batch_size=2,
-        num_workers=0,
-        limit=16,
-    )
+from helpers import TINY_MODEL, tiny_datamodule
 
 
 class PoisonWeightsAt(Callback):
@@ -48,7 +36,7 @@ def test_nan_loss_stops_training_naming_the_step_and_keeps_the_last_good_checkpo
         limit_val_batches=0,
     )
     with pytest.raises(NonFiniteLossError, match="global step 3"):
-        trainer.fit(DerainModule(model=TINY_MODEL), datamodule=_datamodule())
+        trainer.fit(DerainModule(model=TINY_MODEL), datamodule=tiny_datamodule())
     saved = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
     assert saved["global_step"] == 3
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values())
@@ -105,7 +93,7 @@ def test_ema_callback_keeps_the_exponential_average_of_every_step_and_ends_with_
     module = DerainModule(
         model=TINY_MODEL, optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-2}
     )
-    trainer.fit(module, datamodule=_datamodule())
+    trainer.fit(module, datamodule=tiny_datamodule())
     assert len(recorder.snapshots) == 5
     expected = dict(recorder.snapshots[0])  # the first update copies the weights
     for snapshot in recorder.snapshots[1:]:
@@ -204,7 +192,7 @@ def test_training_steps_do_not_read_device_values_on_the_host():
     )
     # fused Adam keeps its step count on the device (the CPU default reads it on the host)
     optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3, "fused": True}
-    trainer.fit(DerainModule(model=TINY_MODEL, optimizer=optimizer), datamodule=_datamodule())
+    trainer.fit(DerainModule(model=TINY_MODEL, optimizer=optimizer), datamodule=tiny_datamodule())
     assert len(reads.per_step) == 6
     assert reads.per_step[1:] == [0] * 5  # the first step reads the EMA's count once
 
@@ -221,7 +209,7 @@ def test_a_nan_loss_is_found_at_the_next_check_and_named_by_the_step_it_appeared
         limit_val_batches=0,
     )
     with pytest.raises(NonFiniteLossError, match=r"global step 2 \(found at step 4") as error:
-        trainer.fit(DerainModule(model=TINY_MODEL), datamodule=_datamodule())
+        trainer.fit(DerainModule(model=TINY_MODEL), datamodule=tiny_datamodule())
     assert "trainer.gradient_clip_val=1.0" in str(error.value)
     assert not (tmp_path / "last.ckpt").exists()  # the step-4 checkpoint was refused
 
@@ -241,6 +229,6 @@ def test_only_the_first_process_writes_the_validation_panel(tmp_path, monkeypatc
             enable_checkpointing=False,
         )
         monkeypatch.setattr(type(trainer), "is_global_zero", property(lambda self, z=rank_zero: z))
-        trainer.fit(DerainModule(model=TINY_MODEL), datamodule=_datamodule())
+        trainer.fit(DerainModule(model=TINY_MODEL), datamodule=tiny_datamodule())
         written[rank_zero] = list(folder.glob("**/panels/*.png"))
     assert written[True] and not written[False]

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from derain.paths import config_dir
 from derain.training.tasks import train
-from helpers import TINY
+from helpers import TINY, TINY_MODEL
 
 CONF = config_dir()
 
@@ -112,9 +112,6 @@ def _datamodule():
         num_workers=0,
         limit=2,
     )
-
-
-TINY_MODEL = {"_target_": "derain.models.ELF", "width": 8, "depth": 1}
 
 
 def _test_scores(trainer_precision: str, **module_args) -> tuple[dict, str]:

@@ -9,22 +9,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from derain.data import DerainDataModule, SyntheticSet
 from derain.training.module import DerainModule
 from derain.training.schedules import warmup_cosine
-
-TINY_MODEL = {"_target_": "derain.models.ELF", "width": 8, "depth": 1}
-
-
-def _datamodule():
-    return DerainDataModule(
-        train=SyntheticSet("train"),
-        val={"light": SyntheticSet("val", max_side=32)},
-        patch_size=32,
-        batch_size=2,
-        num_workers=0,
-        limit=16,
-    )
+from helpers import TINY_MODEL, tiny_datamodule
 
 
 def test_warmup_cosine_rises_linearly_then_decays_to_the_floor():
@@ -154,7 +141,7 @@ def test_cosine_schedule_follows_the_trainers_max_time_when_asked(follow):
         callbacks=[SpendHalfTheTimeLimit()],
         limit_val_batches=0,
     )
-    trainer.fit(module, datamodule=_datamodule())
+    trainer.fit(module, datamodule=tiny_datamodule())
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     if follow:  # progress ≥ 0.5 by time: at most the half-way rate
         assert lr <= 0.5 + 1e-6

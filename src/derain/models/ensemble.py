@@ -41,7 +41,7 @@ def self_ensemble_name(value: bool | str | None) -> str | None:
     name = "d4" if value is True else value
     if name not in SELF_ENSEMBLES:
         raise ValueError(
-            f"unknown self-ensemble {value!r}: expected one of {', '.join(SELF_ENSEMBLES)}, "
+            f"unknown self-ensemble {value!r}: expected one of {', '.join(sorted(SELF_ENSEMBLES))}, "
             "true (= d4), or false/null for one pass"
         )
     return name

@@ -126,12 +126,17 @@ def _finish_wandb() -> None:
         wandb.finish()
 
 
-def _train(cfg: DictConfig) -> dict[str, Any]:
+def _start(cfg: DictConfig) -> Path:
+    """What every run does first (console, allocator, seeds); returns its output folder."""
     quiet_third_party()
     if cfg.get("retain_freed_memory", False):
         retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
-    out_dir = Path(cfg.paths.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
+    out_dir = _start(cfg)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -205,11 +210,7 @@ def _use_idle_cores(world_size: int) -> None:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Scores a checkpoint on every test set of the data config; writes the result tables."""
-    quiet_third_party()
-    if cfg.get("retain_freed_memory", False):
-        retain_freed_memory()
-    pl.seed_everything(cfg.seed, workers=True)
-    out_dir = Path(cfg.paths.output_dir)
+    out_dir = _start(cfg)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg)
     # unknown self_ensemble / eval_precision values fail here, before any image is read
     stored = load_network(ckpt_path)
