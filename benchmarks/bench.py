@@ -1,7 +1,7 @@
 """How close does ELF run to the machine's limit? Inference and training efficiency, one run.
 
 Efficiency = the network's MAC/s ÷ the MAC/s of a dense, well-shaped convolution (bias-free 3×3,
-48→48 channels on 1×48×256², in the faster memory layout, as `derain.profiling
+48→48 channels on 1×48×256², in the faster memory layout, as `derain.studies.profiling
 .dense_conv_throughput`) on the same device, threads and precision. The reference is timed in
 the same run, interleaved with the network: every round times one network call and then the
 reference for about as long, and the efficiency is the median of those paired ratios. A machine
@@ -12,7 +12,7 @@ step (forward, the paper's loss, backward, Adam) at batch 8 on 128² patches, co
 forward MACs (eager and compiled).
 GPU (--device cuda): bf16 autocast + channels-last (+ compile) against eager fp32 in contiguous
 layout: training on 256² patches at the largest batch up to 16 whose fp32 step fits in 60% of
-the GPU's memory (`derain.profiling.fitting_batch`), inference on one 1920×1080 image.
+the GPU's memory (`derain.runtime.memory.fitting_batch`), inference on one 1920×1080 image.
 `benchmarks/bench_gpu.py` checks the reduced precisions' accuracy as well.
 
     python benchmarks/bench.py                    # CPU, 1 thread: 256², 1024², training; + compiled
@@ -28,7 +28,7 @@ many threads as cores and other work running, OpenMP's spinning barriers make ev
 operation wait for a descheduled thread (OMP_WAIT_POLICY=PASSIVE avoids it). The process keeps
 the memory it frees (`retain_freed_memory`) unless --no-retain-memory: otherwise glibc hands
 every large block back to the OS and each new activation page-faults (`elf` at 256² on one
-thread: 2.34 s instead of 1.84 s, see the README's performance section).
+thread: 2.34 s instead of 1.84 s, see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from derain.profiling import retain_freed_memory
+    from derain.runtime.memory import retain_freed_memory
 
     retained = not args.no_retain_memory and retain_freed_memory()
     if args.device == "cpu":
@@ -184,7 +184,7 @@ class Reference:
     def __init__(self, device, dtype=None) -> None:
         import torch
 
-        from derain.profiling import synchronize
+        from derain.studies.profiling import synchronize
 
         self.device, self.dtype, self._sync = device, dtype, synchronize
         self.macs = 48 * 48 * 9 * 256 * 256
@@ -231,7 +231,7 @@ def paired_rounds(
     name: str, call: Callable[[], object], macs: int, reference: Reference, runs: int, **extra
 ) -> Figure:
     """Times `call` in `runs` rounds, each paired with the reference for about as long."""
-    from derain.profiling import synchronize
+    from derain.studies.profiling import synchronize
 
     def timed() -> float:
         synchronize(reference.device)
@@ -260,7 +260,7 @@ def count_macs_at(model, shape: tuple[int, ...]) -> int:
     """MACs of one forward pass at `shape`, counted on the meta device (no arithmetic)."""
     import torch
 
-    from derain.profiling import count_macs
+    from derain.studies.profiling import count_macs
 
     meta = copy.deepcopy(model).to("meta")
     return count_macs(meta, torch.empty(shape, device="meta"))
@@ -296,8 +296,8 @@ class CpuBench:
     def run(self) -> list[Figure]:
         import torch
 
-        from derain.losses import ELFLoss
         from derain.models import ELF, optimize
+        from derain.training.losses import ELFLoss
 
         args = self.args
         reference = Reference(torch.device("cpu"))
@@ -405,8 +405,8 @@ class CudaBench:
     def run(self) -> list[Figure]:
         import torch
 
-        from derain.losses import ELFLoss
         from derain.models import ELF
+        from derain.training.losses import ELFLoss
 
         args, device = self.args, torch.device(self.device)
         torch.backends.cudnn.benchmark = True
@@ -479,7 +479,7 @@ class CudaBench:
         fits in 60% of the GPU."""
         import torch
 
-        from derain.profiling import fitting_batch
+        from derain.runtime.memory import fitting_batch
 
         model = self._model(weights, False, False, device).train()
         optimizer = torch.optim.Adam(model.parameters(), lr=2e-4)

@@ -126,8 +126,8 @@ class Trainer:
     """A network, the paper's loss and Adam, stepping on fixed batches in one precision."""
 
     def __init__(self, weights, args, device, dtype, channels_last=True, compiled=False):
-        from derain.losses import ELFLoss
         from derain.models import ELF
+        from derain.training.losses import ELFLoss
 
         self.model = ELF.from_preset(args.preset, channels_last=channels_last, compile=compiled)
         self.model.load_state_dict(weights)
@@ -157,8 +157,8 @@ class Trainer:
 
 def fitting_batch(weights, args, device) -> int:
     """The largest power of two ≤ MAX_BATCH whose fp32 training step fits in MEMORY_SHARE of
-    the device (derain.profiling.fitting_batch); 8 on CPU."""
-    from derain.profiling import fitting_batch as largest
+    the device (derain.runtime.memory.fitting_batch); 8 on CPU."""
+    from derain.runtime.memory import fitting_batch as largest
 
     if device.type != "cuda":
         return 8

@@ -3,7 +3,7 @@
 Times, on one network preset's parameters with random gradients, in interleaved rounds (so a
 machine that gets busier moves both sides of each ratio alike):
   - EMA: Lightning's `EMAWeightAveraging` update (one tensor at a time) against
-    `derain.callbacks.EMA` (foreach kernels), through the `AveragedModel` each one builds;
+    `derain.training.callbacks.EMA` (foreach kernels), through the `AveragedModel` each one builds;
   - Adam: torch's default CPU implementation (a loop over tensors) against `fused=True`.
 Prints milliseconds per update and the speed-up, each a median over rounds.
 
@@ -21,8 +21,8 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch.optim.swa_utils import AveragedModel
 
-from derain.callbacks import EMA
 from derain.models import ELF
+from derain.training.callbacks import EMA
 
 
 def averaged_model(callback, model: torch.nn.Module) -> AveragedModel:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     contenders = {
         "EMA, per tensor (Lightning)": averaged_model(EMAWeightAveraging(decay=0.99), model),
-        "EMA, foreach (derain.callbacks.EMA)": averaged_model(EMA(decay=0.99), model),
+        "EMA, foreach (derain.training.callbacks.EMA)": averaged_model(EMA(decay=0.99), model),
     }
     updates = {name: (lambda a=a: a.update_parameters(model)) for name, a in contenders.items()}
     for name, kwargs in {"Adam, default": {}, "Adam, fused=True": {"fused": True}}.items():

@@ -24,9 +24,9 @@ import torch
 from scipy.ndimage import binary_dilation
 
 from derain.data.datasets import SyntheticEvalDataset
+from derain.evaluation.metrics import psnr
 from derain.inference.checkpoint import load_model
 from derain.inference.restorer import Restorer
-from derain.metrics import psnr
 
 
 def streak_mask(rainy: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:

@@ -7,23 +7,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+from derain.studies.budgets import SMOKE_OVERRIDES
+
 BIN = Path(sys.executable).parent
 
 # the real configs with the smallest sizes that still exercise every part of training
-TINY = [
-    "model=elf_tiny",
-    "model.width=8",
-    "data.limit=2",
-    "data.patch_size=32",
-    "data.batch_size=2",
-    "data.num_workers=0",
-    "+data.val.synthetic_light.max_side=48",
-    "+data.val.synthetic_heavy.max_side=48",
-    "+data.test.synthetic_light.max_side=48",
-    "+data.test.synthetic_heavy.max_side=48",
-    "callbacks.progress_bar=null",
-    "trainer.max_steps=3",
-]
+TINY = list(SMOKE_OVERRIDES)
+
+# the smallest network, for tests that build a DerainModule themselves
+TINY_MODEL = {"_target_": "derain.models.ELF", "width": 8, "depth": 1}
+
+
+def tiny_datamodule():
+    """Synthetic training patches and a small light-rain validation set, in this process."""
+    from derain.data import DerainDataModule, SyntheticSet
+
+    return DerainDataModule(
+        train=SyntheticSet("train"),
+        val={"light": SyntheticSet("val", max_side=32)},
+        patch_size=32,
+        batch_size=2,
+        num_workers=0,
+        limit=16,
+    )
 
 
 def run_cli(name: str, *args: str, cwd: Path | None = None, check: bool = True, env=None):

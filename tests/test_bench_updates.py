@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
-from derain.callbacks import EMA
 from derain.models import ELF
+from derain.training.callbacks import EMA
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_updates.py"
 

@@ -1,5 +1,5 @@
 """Where the project's Hydra configs live, for the repository checkout and the installed wheel,
-and the resolvers those configs use to name run folders (`derain.launch`)."""
+and the resolvers those configs use to name run folders (`derain.runtime.launch`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from derain import launch
+from derain.runtime import launch
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 

@@ -67,7 +67,7 @@ def test_synth_train_eval_score_agree_on_the_same_images(tmp_path):
         f"ckpt_path={ckpt}",
         "data=paired",
         f"data.root={root}",
-        "ensemble=flips",
+        "self_ensemble=flips",
         "run_name=flips",
         cwd=tmp_path,
     )

@@ -26,7 +26,7 @@ def test_demo_trains_for_a_time_budget_of_about_ten_minutes(compose_config):
     assert (cfg.trainer.devices, cfg.trainer.strategy) == (2, "ddp")
     assert cfg.data.batch_size * cfg.trainer.devices == 8
     # streaks keep their orientation in training and in the test-time ensemble
-    assert cfg.data.augment == "flips" and cfg.module.test_ensemble == "flips"
+    assert cfg.data.augment == "flips" and cfg.module.self_ensemble == "flips"
 
 
 def test_demo_learning_rate_reaches_its_floor_when_the_time_runs_out(tmp_path):

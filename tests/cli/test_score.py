@@ -21,7 +21,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from derain.cli.score import run
 from derain.data.io import read_image
-from derain.metrics import psnr, ssim
+from derain.evaluation.metrics import psnr, ssim
 from derain.paths import config_dir
 
 SCORE = Path(sys.executable).parent / "derain-score"
@@ -66,7 +66,7 @@ def write_folders(root: Path) -> tuple[Path, Path]:
 
 
 def expected_scores(pred: Path, gt: Path) -> dict[str, tuple[float, float]]:
-    """name → (PSNR, SSIM) from derain.metrics on each same-named pair, read by derain.data.io."""
+    """name → (PSNR, SSIM) from derain.evaluation.metrics on each same-named pair, read by derain.data.io."""
     scores = {}
     for gt_path in gt.iterdir():
         pred_path = next(pred.glob(f"{gt_path.stem}.*"))

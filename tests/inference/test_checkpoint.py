@@ -10,7 +10,7 @@ from elf_checkpoints import tiny_elf, write_lightning_checkpoint
 
 from derain.inference import CheckpointError, elf_arguments, load_model, save_safetensors
 from derain.models import ELF, PRESETS
-from derain.module import DerainModule
+from derain.training.module import DerainModule
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ import torch
 from elf_checkpoints import tiny_elf
 
 from derain.inference import Restorer, self_ensemble
-from derain.inference.ensemble import (
+from derain.models import ELF
+from derain.models.ensemble import (
     DIHEDRAL,
     FLIPS,
     dihedral,
     ensemble_transforms,
     inverse_dihedral,
 )
-from derain.models import ELF
 
 
 @pytest.fixture(scope="module")

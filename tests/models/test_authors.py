@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from derain.inference import load_model
 from derain.models import ELF, PRESETS, AuthorsCheckpointError, from_authors
 from derain.models.authors import authors_key
-from derain.profiling import count_parameters
+from derain.studies.profiling import count_parameters
 from helpers import TINY, run_cli, run_dirs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "authors_elf"

@@ -7,7 +7,7 @@ import torch
 
 from derain.models import ELF, PRESETS, ELFOutput
 from derain.models.blocks import CrossTransformerBlock, TransformerBlock
-from derain.profiling import count_macs, count_parameters
+from derain.studies.profiling import count_macs, count_parameters
 
 
 @pytest.mark.parametrize("name", ["elf", "elf_small"])

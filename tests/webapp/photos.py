@@ -10,7 +10,7 @@ from PIL import Image
 
 from derain.data.io import to_uint8, write_image
 from derain.data.synthetic import SyntheticRain
-from derain.metrics import psnr
+from derain.evaluation.metrics import psnr
 from derain.webapp.examples import RainyExample
 
 RAINY_CAT = RainyExample("chelsea", "light", key=3, seed=7)

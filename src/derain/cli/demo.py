@@ -20,20 +20,18 @@ from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
+from derain.models.ensemble import SELF_ENSEMBLES, self_ensemble_name
 from derain.paths import config_dir
-
-SELF_ENSEMBLES = ("off", "flips", "d4")
 
 
 def self_ensemble_choice(value) -> str:
-    """The page's self-ensemble choice for `self_ensemble=`: off, flips or d4; false and true
-    mean off and d4, as for derain-predict."""
-    if value is None or value is False:
-        return "off"
-    choice = "d4" if value is True else str(value)
-    if choice not in SELF_ENSEMBLES:
-        raise ValueError(f"self_ensemble={value} is not one of {', '.join(SELF_ENSEMBLES)}")
-    return choice
+    """The page's self-ensemble choice for `self_ensemble=`: off, flips or d4 (read as
+    everywhere else: `derain.models.ensemble.self_ensemble_name`, "off" for one pass)."""
+    try:
+        return self_ensemble_name(value) or "off"
+    except ValueError:
+        choices = ", ".join(["off", *SELF_ENSEMBLES])
+        raise ValueError(f"self_ensemble={value} is not one of {choices}") from None
 
 
 def check_settings(cfg: DictConfig) -> None:

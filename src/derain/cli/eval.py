@@ -13,7 +13,7 @@ from derain.paths import config_dir
 
 @hydra.main(version_base=None, config_path=str(config_dir()), config_name="eval")
 def _app(cfg: DictConfig) -> None:
-    from derain.training import evaluate
+    from derain.training.tasks import evaluate
 
     result = evaluate(cfg)
     for kind, path in result["paths"].items():

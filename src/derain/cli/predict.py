@@ -35,11 +35,11 @@ from rich.text import Text
 
 from derain.cli import make_console
 from derain.data.io import read_image
+from derain.folders.predict import PredictJob, find_images, plan_jobs, write_image_atomically
 from derain.inference import Restorer, load
-from derain.inference.files import PredictJob, find_images, plan_jobs, write_image_atomically
 from derain.models import optimize
 from derain.paths import config_dir
-from derain.profiling import retain_freed_memory
+from derain.runtime.memory import retain_freed_memory
 
 _IMAGE_ERRORS = (OSError, ValueError, MemoryError, torch.cuda.OutOfMemoryError)
 """What one image may raise (unreadable, unwritable, too large) without stopping the run."""

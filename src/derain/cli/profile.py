@@ -20,7 +20,7 @@ from rich.table import Table
 from derain.cli import make_console
 from derain.models import PRESETS
 from derain.paths import config_dir
-from derain.profiling import dense_conv_throughput, profile_model
+from derain.studies.profiling import dense_conv_throughput, profile_model
 
 
 def _model_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:

@@ -44,7 +44,7 @@ def check_sweep_launch(cfg: DictConfig) -> None:
 
 @hydra.main(version_base=None, config_path=str(config_dir()), config_name="train")
 def _app(cfg: DictConfig) -> float | None:
-    from derain.training import train
+    from derain.training.tasks import train
 
     check_sweep_launch(cfg)
     result = train(cfg)

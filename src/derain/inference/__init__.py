@@ -8,19 +8,22 @@ Depends on the network only (no Lightning, no data modules):
 
 from derain.inference.checkpoint import (
     CheckpointError,
+    StoredNetwork,
     elf_arguments,
     load_model,
+    load_network,
     save_checkpoint,
     save_safetensors,
 )
-from derain.inference.ensemble import self_ensemble
 from derain.inference.export import export, export_onnx, export_torchscript
 from derain.inference.restorer import Restorer, TilePlan, load, resolve_device
 from derain.inference.tiling import parse_memory_size, tiled_apply
+from derain.models.ensemble import self_ensemble
 
 __all__ = [
     "CheckpointError",
     "Restorer",
+    "StoredNetwork",
     "TilePlan",
     "elf_arguments",
     "export",
@@ -28,6 +31,7 @@ __all__ = [
     "export_torchscript",
     "load",
     "load_model",
+    "load_network",
     "parse_memory_size",
     "resolve_device",
     "save_checkpoint",

@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,32 @@ class CheckpointError(ValueError):
     """A file that cannot, or must not, be turned into an ELF network; the message names it."""
 
 
+@dataclass(frozen=True)
+class StoredNetwork:
+    """What a checkpoint holds for inference and evaluation, read from the file once.
+
+    model: the ELF network in eval mode. config: its stored `{"_target_": ..., **arguments}`.
+    hyper_parameters: the rest of a Lightning checkpoint's `hyper_parameters` (metric channel,
+    panel size...); empty for a `.safetensors` file.
+    """
+
+    model: ELF
+    config: dict[str, Any]
+    hyper_parameters: dict[str, Any]
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ELF:
-    """The ELF network stored in a Lightning `.ckpt` or a `.safetensors` file, in eval mode.
+    """The ELF network stored in a Lightning `.ckpt` or a `.safetensors` file, in eval mode
+    (`load_network`'s model)."""
+    return load_network(path, device).model
+
+
+def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> StoredNetwork:
+    """Reads a Lightning `.ckpt` or a `.safetensors` file once: the ELF network (in eval mode on
+    `device`), its config and the checkpoint's other hyper-parameters.
+
+    Every command that loads weights comes through here (`derain.inference.load`,
+    `DerainModule.from_checkpoint`, export, the web app).
 
     Raises:
         FileNotFoundError: `path` does not exist.
@@ -58,10 +83,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> E
         raise FileNotFoundError(
             f"checkpoint {path} does not exist: give ckpt_path= a Lightning .ckpt or a .safetensors file"
         )
+    hyper_parameters: dict[str, Any] = {}
     if path.suffix == ".safetensors":
         config, state_dict = _read_safetensors(path)
     else:
-        config, state_dict = _read_lightning_checkpoint(path)
+        config, state_dict, hyper_parameters = _read_lightning_checkpoint(path)
     arguments = _elf_arguments_from_config(config, path)
     try:
         model = ELF(**arguments)
@@ -84,7 +110,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> E
         raise CheckpointError(
             f"{path}: the weights do not fit the network its model config describes: {err}"
         ) from None
-    return model.to(device).eval()
+    others = {k: v for k, v in hyper_parameters.items() if k != "model"}
+    return StoredNetwork(model.to(device).eval(), dict(config), others)
 
 
 def save_safetensors(model: ELF, path: str | os.PathLike) -> Path:
@@ -174,7 +201,7 @@ def _depth_for_cab_blocks(blocks: int) -> int:
     )
 
 
-def _read_lightning_checkpoint(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+def _read_lightning_checkpoint(path: Path) -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -211,7 +238,7 @@ def _read_lightning_checkpoint(path: Path) -> tuple[Any, dict[str, torch.Tensor]
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(STATE_DICT_PREFIX)
     }
-    return hyper_parameters["model"], state_dict
+    return hyper_parameters["model"], state_dict, dict(hyper_parameters)
 
 
 def _read_safetensors(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:

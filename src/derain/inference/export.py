@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from derain.models import ELF
 from derain.models.blocks import LayerNorm2d
+from derain.models.elf import padding
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -62,13 +63,12 @@ class ExportableELF(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2], x.shape[-1]
-        # pad amounts stay symbolic in the trace only when computed without Python branches
-        pad_bottom = (self.multiple - height % self.multiple) % self.multiple
-        pad_right = (self.multiple - width % self.multiple) % self.multiple
+        pad_bottom, pad_right = padding(height, width, self.multiple)
+        # reflect only: pad_to_multiple's choice of mode would be a branch the trace freezes
         padded = F.pad(x, (0, pad_right, 0, pad_bottom), mode="reflect")
         # kept contiguous, unlike ELF.forward's channels-last maps: ONNX has no memory layouts,
         # and every block's contiguous path traces to plain convolutions
-        return self.model._forward_padded(padded).image[:, :, :height, :width]
+        return self.model.forward_padded(padded).image[:, :, :height, :width]
 
 
 def export_onnx(

@@ -26,11 +26,11 @@ from PIL import Image
 from torch import Tensor
 
 from derain.inference.checkpoint import load_model
-from derain.inference.ensemble import ensemble_transforms
-from derain.inference.ensemble import self_ensemble as ensemble_mean
 from derain.inference.tiling import axis_tiles, parse_memory_size, round_up, tiled_apply
 from derain.models import ELF
-from derain.profiling import peak_activation_bytes
+from derain.models.ensemble import ensemble_transforms, self_ensemble_name
+from derain.models.ensemble import self_ensemble as ensemble_mean
+from derain.runtime.memory import peak_activation_bytes
 
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,
@@ -150,7 +150,7 @@ class Restorer:
     @property
     def activation_bytes_per_pixel(self) -> float:
         """Peak activation memory of one forward pass per input pixel (bytes), measured once
-        with `derain.profiling.peak_activation_bytes` on a 128² input; memory grows linearly
+        with `derain.runtime.memory.peak_activation_bytes` on a 128² input; memory grows linearly
         with pixel count, so this predicts (slightly over) any larger size."""
         if self._activation_bytes_per_pixel is None:
             example = torch.rand(1, 3, _MEASURED_SIDE, _MEASURED_SIDE, device=self.device)
@@ -309,10 +309,9 @@ def load(
 
 
 def _ensemble(self_ensemble: bool | str) -> tuple[tuple[int, bool], ...] | None:
-    """The transforms `self_ensemble` names (True means "d4"); None for one pass."""
-    if self_ensemble is True:
-        self_ensemble = "d4"
-    return ensemble_transforms(self_ensemble) if self_ensemble else None
+    """The transforms `self_ensemble` names (`self_ensemble_name`); None for one pass."""
+    name = self_ensemble_name(self_ensemble)
+    return ensemble_transforms(name) if name is not None else None
 
 
 def _memory_budget(max_memory: int | str | None, device: torch.device) -> int:

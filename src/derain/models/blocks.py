@@ -6,7 +6,7 @@ Convolutions carry no bias except the depthwise-separable ones, as in the refere
 Speed: the blocks are written for channels-last maps (`ELF(channels_last=True)`, the default),
 where a pixel's channels are contiguous: oneDNN runs the depthwise and 1×1 convs faster than on
 contiguous (NCHW) maps, the LayerNorm needs no transposition and the attention reads q, k and v
-in place (measured figures: README, "Performance"). tests/models/reference.py keeps the
+in place (measured figures: docs/performance.md). tests/models/reference.py keeps the
 straightforward version of each block that these must match.
 """
 
@@ -210,21 +210,34 @@ def transposed_attention(
 
     q, k, v: B×C×H×W. Per head, C/heads channels attend to each other through a
     (C/heads)×(C/heads) matrix of cosine similarities over all pixels, scaled by a learnable
-    temperature (`temperature`: heads×1×1). Returns B×C×H×W.
+    temperature (`temperature`: heads×1×1): `channel_attention_weights`. Returns B×C×H×W.
+    """
+    return apply_channel_attention(channel_attention_weights(q, k, heads, temperature), v)
 
-    In float16/bfloat16 (half-precision weights or autocast) the attention matrix is computed in
-    float32: its dot products sum over every pixel before the norms divide them, and with a trained
-    network they pass float16's 65504 from about 512² on (6.8e4 at 256², 2.3e6 at 1080p).
+
+def channel_attention_weights(q: Tensor, k: Tensor, heads: int, temperature: Tensor) -> Tensor:
+    """The attention matrices of `transposed_attention`: B×heads×(C/heads)×(C/heads), each row a
+    softmax over the key channels of its head (q, k: B×C×H×W).
+
+    In float16/bfloat16 (half-precision weights or autocast) they are computed in float32: the
+    dot products sum over every pixel before the norms divide them, and with a trained network
+    they pass float16's 65504 from about 512² on (6.8e4 at 256², 2.3e6 at 1080p).
     """
     b, c, h, w = q.shape
     # B × pixels × heads × C/heads: views of channels-last maps (even of channel slices)
-    q, k, v = (t.permute(0, 2, 3, 1).reshape(b, h * w, heads, c // heads) for t in (q, k, v))
+    q, k = (t.permute(0, 2, 3, 1).reshape(b, h * w, heads, c // heads) for t in (q, k))
     if q.dtype in LOW_PRECISION:
         with torch.autocast(q.device.type, enabled=False):
-            attn = _attention_weights(q.float(), k.float(), temperature.float()).to(v.dtype)
-    else:
-        attn = _attention_weights(q, k, temperature)
-    out = v.transpose(1, 2) @ attn.transpose(-2, -1)  # B × heads × pixels × C/heads
+            return _attention_weights(q.float(), k.float(), temperature.float()).to(q.dtype)
+    return _attention_weights(q, k, temperature)
+
+
+def apply_channel_attention(attn: Tensor, v: Tensor) -> Tensor:
+    """Mixes v's channels (B×C×H×W) by the per-head matrices `attn` (B×heads×d×d, d = C/heads)."""
+    b, c, h, w = v.shape
+    heads = attn.shape[1]
+    v = v.permute(0, 2, 3, 1).reshape(b, h * w, heads, c // heads)
+    out = v.transpose(1, 2) @ attn.to(v.dtype).transpose(-2, -1)  # B × heads × pixels × C/heads
     return out.transpose(1, 2).reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
@@ -298,11 +311,21 @@ class CrossTransformerBlock(nn.Module):
         self.norm_ffn = LayerNorm2d(channels)
         self.ffn = GatedFeedForward(channels, ffn_expansion)
 
-    def forward(self, query_source: Tensor, key_source: Tensor, value_source: Tensor) -> Tensor:
+    def attention(self, query_source: Tensor, key_source: Tensor) -> tuple[Tensor, Tensor]:
+        """The channel attention this block forms, as `forward` uses it: (weights, keys).
+
+        weights: B×heads×d×d (d = channels / heads), row i how query channel i of a head
+        distributes its attention over that head's key channels (a softmax: rows sum to 1).
+        keys: B×channels×H×W, the projected key maps the weights refer to.
+        """
         q = self.to_q(self.norm_q(query_source))
         k = self.to_k(self.norm_k(key_source))
+        return channel_attention_weights(q, k, self.heads, self.temperature), k
+
+    def forward(self, query_source: Tensor, key_source: Tensor, value_source: Tensor) -> Tensor:
+        attn, _ = self.attention(query_source, key_source)
         v = self.to_v(self.norm_v(value_source))
-        x = value_source + self.project(transposed_attention(q, k, v, self.heads, self.temperature))
+        x = value_source + self.project(apply_channel_attention(attn, v))
         return x + self.ffn(self.norm_ffn(x))
 
 

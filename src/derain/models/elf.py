@@ -226,7 +226,7 @@ class ELF(nn.Module):
         padded = pad_to_multiple(x, self.multiple)
         if self.channels_last:
             padded = padded.contiguous(memory_format=torch.channels_last)
-        out = self._forward_padded(padded)
+        out = self.forward_padded(padded)
         hh, wh = (h + 1) // 2, (w + 1) // 2
         return ELFOutput(
             image=_crop(out.image, h, w),
@@ -235,7 +235,9 @@ class ELF(nn.Module):
             rain=_crop(out.rain, h, w),
         )
 
-    def _forward_padded(self, x: Tensor) -> ELFOutput:
+    def forward_padded(self, x: Tensor) -> ELFOutput:
+        """The network on B×3×H×W whose H and W are multiples of `multiple` (`forward` pads to
+        them, runs this and crops; an exporter pads in its own graph, see `padding`)."""
         rain_half = background_half = None
         if self.rain_net is not None:
             rain_half, background_half = self.rain_net(x)
@@ -302,11 +304,19 @@ def optimize(
     return model
 
 
+def padding(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """Rows and columns to add at the bottom and right to reach multiples of `multiple`.
+
+    Plain arithmetic, no branches: traced for export, the amounts stay symbolic in the graph.
+    """
+    return (multiple - height % multiple) % multiple, (multiple - width % multiple) % multiple
+
+
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pads B×C×H×W at the bottom/right to multiples of `multiple`: reflect where the image is
-    large enough for it, replicate otherwise."""
+    """Pads B×C×H×W at the bottom/right to multiples of `multiple` (`padding`): reflect where
+    the image is large enough for it, replicate otherwise."""
     h, w = x.shape[-2:]
-    pad_h, pad_w = -h % multiple, -w % multiple
+    pad_h, pad_w = padding(h, w, multiple)
     if pad_h == 0 and pad_w == 0:
         return x
     mode = "reflect" if pad_h < h and pad_w < w else "replicate"

@@ -4,39 +4,58 @@ Reference counts were measured on the authors' published code (`ALformer.py`; un
 torch.utils.flop_counter with MACs = flops / 2 on one 3×256×256 image). The network here has
 exactly these parameters, and computes the same function: weights ported with
 `derain.models.from_authors` reproduce the authors' outputs (tests/models/test_authors.py).
-`conf/model/<name>.yaml` lists the same arguments for Hydra (a test keeps the two in step).
+A preset is the paper's network (ELF's defaults) with a few `changes`; `conf/model/elf.yaml` lists
+ELF's arguments for Hydra and the other model configs compose it with the same changes (a test
+keeps the two in step).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
+
+from derain.models.elf import ELF
+
+_SPEED_ONLY = ("channels_last", "compile")
+"""ELF arguments that change speed, not the network."""
 
 
 @dataclass(frozen=True)
 class Preset:
-    arguments: dict[str, Any]
+    changes: dict[str, Any]
+    """What differs from the paper's network (ELF's defaults)."""
     description: str
     reference_params: int | None = None
     reference_gmacs_256: float | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """ELF's structural arguments of this preset (its defaults with the `changes`)."""
+        defaults = {
+            name: parameter.default
+            for name, parameter in inspect.signature(ELF).parameters.items()
+            if name not in _SPEED_ONLY
+        }
+        return {**defaults, **self.changes}
+
 
 PRESETS: dict[str, Preset] = {
     "elf": Preset(
-        {"width": 48, "depth": 10, "heads": 2, "mam_heads": 1},
+        {},
         "the paper's network (ACM MM 2022): 42.1% of MPRNet's parameters, 11.7% of its cost",
         reference_params=1_536_782,
         reference_gmacs_256=17.51,
     ),
     "elf_small": Preset(
-        {"width": 48, "depth": 5, "heads": 2, "mam_heads": 1},
+        {"depth": 5},
         "the authors' network as published (ALformer.py): 5 transformer blocks per branch",
         reference_params=1_223_972,
         reference_gmacs_256=12.04,
     ),
     "elf_tiny": Preset(
-        {"width": 24, "depth": 2, "heads": 2, "mam_heads": 1},
+        {"width": 24, "depth": 2},
         "CPU demo and tests: half the width, two transformer blocks per branch",
     ),
 }

@@ -1,0 +1,1 @@
+"""Scoring restorations: the papers' PSNR/SSIM, result tables and image panels."""
