@@ -75,9 +75,23 @@ def test_an_unknown_format_lists_the_choices(compose_config, tmp_path):
         run(cfg, Console())
 
 
-def test_the_checkpoint_is_required(compose_config):
-    with pytest.raises(ValueError, match="ckpt_path= is required"):
-        run(compose_config("export"), Console())
+def test_without_a_checkpoint_the_bundled_model_is_exported_here(
+    compose_config, tmp_path, monkeypatch
+):
+    from derain.inference import save_pretrained, sources
+
+    torch.manual_seed(0)
+    model = ELF.from_preset("elf_tiny").eval()
+    monkeypatch.setattr(sources, "WEIGHTS_DIR", tmp_path / "weights")
+    save_pretrained(model, tmp_path / "weights" / "default", card="# default\n")
+    monkeypatch.chdir(tmp_path)
+    out = run(compose_config("export", ["format=torchscript", "verify=false"]), Console())
+    assert out == tmp_path.joinpath("default.torchscript.pt").relative_to(tmp_path)
+    scripted = torch.jit.load(str(tmp_path / out))
+    x = torch.rand(1, 3, 37, 61)
+    with torch.inference_mode():
+        exported = scripted(x).numpy()
+    np.testing.assert_allclose(exported, _reference(model, x), atol=1e-4)
 
 
 def test_a_checkpoint_naming_other_code_is_refused(compose_config, tmp_path):

@@ -206,3 +206,15 @@ def test_datamodule_passes_rain_settings_to_training_and_evaluation_sets():
         item = next(iter(datamodule.val_dataloader()[0]))
     rainy, clean = item["rainy"], item["clean"]
     assert not torch.equal(rainy, clean)
+
+
+def test_written_sets_take_rain_settings(tmp_path):
+    from derain.data import read_image
+    from derain.data.synthetic_set import write_synthetic_set
+
+    params = write_synthetic_set(tmp_path / "free", count=2, size=32, rain={"rain_free": 1.0})
+    for number in ("001", "002"):
+        rainy = read_image(tmp_path / "free" / "input" / f"{number}.png")
+        clean = read_image(tmp_path / "free" / "target" / f"{number}.png")
+        assert np.array_equal(rainy, clean)
+    assert '"rain_free": 1.0' in params.read_text()

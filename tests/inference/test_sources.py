@@ -11,8 +11,8 @@ import torch
 from elf_checkpoints import tiny_elf, write_lightning_checkpoint
 from safetensors.torch import load_file
 
-from derain.inference import CheckpointError, sources
-from derain.inference.sources import open_model, resolve_model, save_pretrained
+from derain.inference import CheckpointError, checkpoint, load_model, save_pretrained, sources
+from derain.inference.sources import resolve_model
 
 AUTHORS = Path(__file__).parents[1] / "models" / "fixtures" / "authors_elf"
 
@@ -43,7 +43,7 @@ def test_model_folder_holds_weights_config_and_card(tmp_path):
     assert config["model"]["_target_"] == "derain.models.ELF"
     assert config["model"]["width"] == model.recovery_net.embed_image.out_channels
     assert (folder / "README.md").read_text() == "# my model\n"
-    assert _same_network(open_model(folder), model)
+    assert _same_network(load_model(folder), model)
 
 
 def test_model_folder_is_not_overwritten_unless_asked(tmp_path):
@@ -53,7 +53,7 @@ def test_model_folder_is_not_overwritten_unless_asked(tmp_path):
     assert (folder / "README.md").read_text() == "first"
     save_pretrained(tiny_elf(2), folder, card="second", overwrite=True)
     assert (folder / "README.md").read_text() == "second"
-    assert _same_network(open_model(folder), tiny_elf(2))
+    assert _same_network(load_model(folder), tiny_elf(2))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]  # no staging or old folder left
 
 
@@ -63,11 +63,11 @@ def test_failed_model_folder_write_keeps_the_old_folder(tmp_path, monkeypatch):
     def broken(model, path):
         raise OSError("disk full")
 
-    monkeypatch.setattr(sources, "save_safetensors", broken)
+    monkeypatch.setattr(checkpoint, "save_safetensors", broken)
     with pytest.raises(OSError, match="disk full"):
         save_pretrained(tiny_elf(2), folder, card="second", overwrite=True)
     assert (folder / "README.md").read_text() == "first"
-    assert _same_network(open_model(folder), tiny_elf(1))
+    assert _same_network(load_model(folder), tiny_elf(1))
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 
 
@@ -76,8 +76,8 @@ def test_a_bundled_short_name_and_the_default_load_the_bundled_folder(weights_di
     save_pretrained(tiny_elf(4), weights_dir / "other", card="other")
     assert sources.bundled_models().keys() == {"default", "other"}
     assert resolve_model() == weights_dir / "default" / "model.safetensors"
-    assert _same_network(open_model(), tiny_elf(3))
-    assert _same_network(open_model("other"), tiny_elf(4))
+    assert _same_network(load_model(), tiny_elf(3))
+    assert _same_network(load_model("other"), tiny_elf(4))
 
 
 def test_an_unknown_name_lists_the_bundled_models(weights_dir):
@@ -95,7 +95,7 @@ def test_a_folder_without_weights_says_what_it_should_hold(tmp_path):
 def test_a_derain_checkpoint_loads_by_path(tmp_path):
     model = tiny_elf(5)
     path = write_lightning_checkpoint(model, tmp_path / "last.ckpt")
-    assert _same_network(open_model(path), model)
+    assert _same_network(load_model(path), model)
 
 
 def test_an_authors_checkpoint_loads_through_from_authors(tmp_path):
@@ -105,7 +105,7 @@ def test_an_authors_checkpoint_loads_through_from_authors(tmp_path):
     state = {f"module.{k[len(prefix) :]}": v for k, v in tensors.items() if k.startswith(prefix)}
     path = tmp_path / "model_best.pth"
     torch.save({"epoch": 1, "state_dict": state, "optimizer": {}}, path)
-    model = open_model(path)
+    model = load_model(path)
     size = next(k for k in tensors if k.startswith(f"{tag}/input_"))[len(f"{tag}/input_") :]
     with torch.no_grad():
         out = model(tensors[f"{tag}/input_{size}"]).image
@@ -118,4 +118,36 @@ def test_a_file_that_is_neither_gives_both_reasons(tmp_path):
     with pytest.raises(
         CheckpointError, match="neither a derain checkpoint.*nor one of the authors"
     ):
-        open_model(path)
+        load_model(path)
+
+
+def test_a_missing_checkpoint_path_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.ckpt does not exist"):
+        load_model(tmp_path / "nowhere.ckpt")
+
+
+def test_convert_writes_a_model_folder_with_the_given_card(compose_config, tmp_path):
+    from rich.console import Console
+
+    from derain.cli.convert import run
+
+    model = tiny_elf(6)
+    ckpt = write_lightning_checkpoint(model, tmp_path / "last.ckpt")
+    card = tmp_path / "CARD.md"
+    card.write_text("---\nlibrary_name: derain\n---\n# mine\n")
+    out = tmp_path / "mine"
+    cfg = compose_config("convert", [f"ckpt={ckpt}", f"out={out}", f"card={card}"])
+    assert run(cfg, Console()) == out
+    assert (out / "README.md").read_text() == card.read_text()
+    assert _same_network(load_model(out), model)
+    with pytest.raises(ValueError, match="exists"):
+        run(cfg, Console())
+
+
+def test_convert_needs_exactly_one_source(compose_config, tmp_path):
+    from rich.console import Console
+
+    from derain.cli.convert import run
+
+    with pytest.raises(ValueError, match="one of authors= .* or ckpt="):
+        run(compose_config("convert", [f"out={tmp_path / 'x.ckpt'}"]), Console())

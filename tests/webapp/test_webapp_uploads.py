@@ -16,7 +16,6 @@ import derain
 from derain.data.io import read_image
 from derain.inference import Restorer
 from derain.webapp.examples import EXAMPLES, write_examples
-from derain.webapp.model import choose_checkpoint
 from derain.webapp.uploads import (
     PREVIEW_SIDE,
     UploadError,
@@ -202,25 +201,6 @@ def test_gradio_is_kept_in_the_workspace_and_offline(workspace):
     assert workspace.root in Path(environment["MPLCONFIGDIR"]).parents
     assert environment["GRADIO_ANALYTICS_ENABLED"] == "False"
     assert environment["HF_HUB_OFFLINE"] == "1"
-
-
-def test_without_a_checkpoint_or_bundled_model_the_error_says_to_pass_ckpt_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"derain-demo ckpt_path="):
-        choose_checkpoint(None, bundled=tmp_path / "default.safetensors")
-
-
-def test_a_bundled_model_is_served_when_no_checkpoint_is_given(tmp_path):
-    bundled = tmp_path / "default.safetensors"
-    bundled.write_bytes(b"weights")
-    assert choose_checkpoint(None, bundled=bundled) == bundled
-    given = tmp_path / "mine.ckpt"
-    given.write_bytes(b"weights")
-    assert choose_checkpoint(given, bundled=bundled) == given
-
-
-def test_a_missing_checkpoint_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"ckpt_path=.*nowhere\.ckpt does not exist"):
-        choose_checkpoint(tmp_path / "nowhere.ckpt")
 
 
 def test_examples_are_rainy_versions_of_their_photos_and_the_same_every_time(tmp_path):

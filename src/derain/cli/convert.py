@@ -1,10 +1,13 @@
-"""`derain-convert`: the authors' published checkpoint as a derain checkpoint.
+"""`derain-convert`: a checkpoint as a derain checkpoint file or a model folder.
 
     derain-convert authors=model_best.pth out=elf_authors.ckpt
+    derain-convert ckpt=logs/.../last.ckpt out=my-model card=CARD.md
 
-Reads the authors' state dict (or the dict their training script saves) without running code,
-checks every tensor's name and shape (see `derain.models.from_authors`) and writes a `.ckpt` or
-`.safetensors` file that derain-eval, derain-predict, derain-export and `derain.load` accept.
+Reads the authors' state dict (or the dict their training script saves), or any model derain
+loads (`ckpt=`), without running code, checks every tensor's name and shape (see
+`derain.models.from_authors`) and writes a `.ckpt` or `.safetensors` file, or a model folder
+(the Hugging Face Hub's layout: weights, config.json and a model card), that derain-eval,
+derain-predict, derain-export and `derain.load` accept.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from derain.cli import make_console
-from derain.inference import elf_arguments, save_checkpoint
+from derain.inference import elf_arguments, load_model, save_checkpoint, save_pretrained
 from derain.models import from_authors
 from derain.paths import config_dir
 
@@ -26,20 +29,32 @@ _SUFFIXES = (".ckpt", ".safetensors")
 
 
 def run(cfg: DictConfig, console: Console) -> Path:
-    """Converts `cfg.authors` into `cfg.out` (see conf/convert.yaml); returns the file written."""
-    for key in ("authors", "out"):
-        if OmegaConf.is_missing(cfg, key):
-            raise ValueError(
-                f"{key}= is required: derain-convert authors=CHECKPOINT.pth out=MODEL.ckpt"
-            )
+    """Converts `cfg.authors` or `cfg.ckpt` into `cfg.out` (see conf/convert.yaml); returns the
+    file or folder written."""
+    if OmegaConf.is_missing(cfg, "out"):
+        raise ValueError("out= is required: derain-convert authors=CHECKPOINT.pth out=MODEL.ckpt")
+    if (cfg.authors is None) == (cfg.ckpt is None):
+        raise ValueError(
+            "give one of authors= (the authors' checkpoint) or ckpt= (a derain checkpoint or "
+            "model), e.g. derain-convert authors=model_best.pth out=MODEL.ckpt"
+        )
     out = Path(cfg.out)
-    if out.suffix not in _SUFFIXES:
-        raise ValueError(f"out={out}: the file name must end in {' or '.join(_SUFFIXES)}")
+    folder = out.suffix == ""
+    if not folder and out.suffix not in _SUFFIXES:
+        raise ValueError(
+            f"out={out}: the file name must end in {' or '.join(_SUFFIXES)}, or have no suffix "
+            "for a model folder"
+        )
     if out.exists() and not cfg.overwrite:
         raise ValueError(f"out={out} exists: choose another name, or pass overwrite=true")
-    with console.status(f"reading {cfg.authors}"):
-        model = from_authors(cfg.authors)
-    save_checkpoint(model, out)
+    source = cfg.authors or cfg.ckpt
+    card = _card_text(cfg.card, source) if folder else None
+    with console.status(f"reading {source}"):
+        model = from_authors(cfg.authors) if cfg.authors else load_model(cfg.ckpt)
+    if folder:
+        save_pretrained(model, out, card, overwrite=cfg.overwrite)
+    else:
+        save_checkpoint(model, out)
     arguments = elf_arguments(model)
     parameters = sum(p.numel() for p in model.parameters())
     console.print(
@@ -48,6 +63,20 @@ def run(cfg: DictConfig, console: Console) -> Path:
         highlight=False,
     )
     return out
+
+
+def _card_text(card: str | None, source: str) -> str:
+    """The model card: the file `card` names, else a stub saying where the weights came from."""
+    if card is not None:
+        path = Path(card)
+        if not path.is_file():
+            raise FileNotFoundError(f"card={card} does not exist: give a Markdown file")
+        return path.read_text(encoding="utf-8")
+    return (
+        "---\nlibrary_name: derain\ntags: [image-restoration, deraining]\n---\n\n"
+        f"# ELF deraining model\n\nConverted from `{Path(source).name}` by derain-convert. "
+        "Describe its training data, scores and limits here.\n"
+    )
 
 
 @hydra.main(version_base=None, config_path=str(config_dir()), config_name="convert")

@@ -46,9 +46,9 @@ def check_settings(cfg: DictConfig) -> None:
 def run(cfg: DictConfig, console: Console) -> None:
     """Loads the model, then serves the page until interrupted (see conf/demo.yaml)."""
     check_settings(cfg)
-    from derain.webapp.model import choose_checkpoint
+    from derain.inference.sources import resolve_model
 
-    checkpoint = choose_checkpoint(cfg.ckpt_path)
+    checkpoint = resolve_model(cfg.ckpt_path)
     if importlib.util.find_spec("gradio") is None:
         raise ValueError("derain-demo needs Gradio: pip install 'derain[demo]'")
     from PIL import Image

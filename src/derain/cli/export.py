@@ -13,13 +13,14 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.console import Console
 from rich.markup import escape
 
 from derain.cli import make_console
 from derain.inference import load_model
 from derain.inference.export import EXPORT_FORMATS, export, export_difference
+from derain.inference.sources import WEIGHTS_FILE, resolve_model
 from derain.paths import config_dir
 
 _DEFAULT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
@@ -28,15 +29,16 @@ _TOLERANCE = 1e-4  # float32 reordering between runtimes stays far below this
 
 def run(cfg: DictConfig, console: Console) -> Path:
     """Exports `cfg.ckpt_path` as `cfg.format` to `cfg.out` (see conf/export.yaml); returns the file."""
-    if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise ValueError(
-            "ckpt_path= is required: derain-export ckpt_path=CKPT format=onnx out=FILE"
-        )
     if cfg.format not in EXPORT_FORMATS:
         raise ValueError(f"format={cfg.format} is not one of {', '.join(EXPORT_FORMATS)}")
-    checkpoint = Path(cfg.ckpt_path)
-    out = Path(cfg.out) if cfg.out else checkpoint.with_suffix(_DEFAULT_SUFFIXES[cfg.format])
+    checkpoint = resolve_model(cfg.ckpt_path)
     model = load_model(checkpoint)
+    if cfg.out:
+        out = Path(cfg.out)
+    elif checkpoint.name == WEIGHTS_FILE:  # a named model or folder: not into the package
+        out = Path(checkpoint.parent.name + _DEFAULT_SUFFIXES[cfg.format])
+    else:
+        out = checkpoint.with_suffix(_DEFAULT_SUFFIXES[cfg.format])
     options = {"opset": cfg.opset, "dynamo": cfg.dynamo} if cfg.format == "onnx" else {}
     with console.status(f"exporting {checkpoint} as {cfg.format}"):
         export(model, out, cfg.format, **options)

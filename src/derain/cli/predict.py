@@ -79,10 +79,10 @@ def derain_file(restorer: Restorer, job: PredictJob) -> bool:
 
 def run(cfg: DictConfig, console: Console) -> PredictSummary:
     """Derains every image `cfg.input` names into `cfg.output` (see conf/predict.yaml)."""
-    for setting in ("ckpt_path", "input", "output"):
+    for setting in ("input", "output"):
         if OmegaConf.is_missing(cfg, setting):
             raise ValueError(
-                f"{setting}= is required: derain-predict ckpt_path=CKPT input=PATH output=DIR"
+                f"{setting}= is required: derain-predict input=PATH output=DIR [ckpt_path=MODEL]"
             )
     images = find_images(str(cfg.input), recursive=cfg.recursive, exclude=str(cfg.output))
     jobs = plan_jobs(images, str(cfg.output), str(cfg.format), cfg.save_rain)
@@ -120,7 +120,7 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
     )
     console.print(
         f"deraining {len(pending)} image(s) from {cfg.input} into {cfg.output} with "
-        f"{cfg.ckpt_path} on {restorer.device} ({cfg.precision}, max_memory "
+        f"{cfg.ckpt_path or 'the bundled model'} on {restorer.device} ({cfg.precision}, max_memory "
         f"{restorer.max_memory / 1e9:.2f} GB{', self-ensemble' if cfg.self_ensemble else ''})",
         markup=False,
         highlight=False,

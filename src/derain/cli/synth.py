@@ -2,6 +2,7 @@
 
     derain-synth out=data/synth_light
     derain-synth out=data/synth_heavy preset=heavy n=500 size=256 layout=jorder seed=1
+    derain-synth out=data/synth_jpeg 'rain={jpeg_share: 1, jpeg_quality: [80, 80]}'
 
 Options are in conf/synth.yaml; the files are described in `derain.data.synthetic_set`.
 """
@@ -9,7 +10,7 @@ Options are in conf/synth.yaml; the files are described in `derain.data.syntheti
 from __future__ import annotations
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from derain.data.synthetic_set import OutputFolderNotEmptyError, write_synthetic_set
 from derain.paths import config_dir
@@ -28,6 +29,7 @@ def main(cfg: DictConfig) -> None:
             split=cfg.split,
             seed=cfg.seed,
             overwrite=cfg.overwrite,
+            rain=OmegaConf.to_container(cfg.rain) if cfg.rain is not None else None,
         )
     except (OutputFolderNotEmptyError, ValueError) as err:
         raise SystemExit(f"derain-synth: {err}") from None

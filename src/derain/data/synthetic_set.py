@@ -11,13 +11,13 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from derain.data.io import write_image
 from derain.data.photos import Split, crop_around, load_photo, photo_names
-from derain.data.synthetic import SyntheticRain, config_as_dict, rain_preset
+from derain.data.synthetic import SyntheticRain, config_as_dict, rain_config
 
 FileLayout = Literal["rain13k", "jorder"]
 PARAMS_FILE = "params.json"
@@ -36,11 +36,13 @@ def write_synthetic_set(
     split: Split = "train",
     seed: int = 0,
     overwrite: bool = False,
+    rain: dict[str, Any] | None = None,
 ) -> Path:
     """Render `count` rainy/clean/rain-layer triples of size×size pixels into `out`.
 
     Example i is a crop of photo i mod P of `split` (P photos), at a position and with rain
-    drawn from (seed, i). Layouts:
+    drawn from (seed, i); `rain` replaces settings of the preset (`RainConfig` fields, e.g.
+    jpeg_share=1 for JPEG-compressed rainy images). Layouts:
       - "rain13k": input/NAME.png, target/NAME.png, rain_layer/NAME.png
       - "jorder": rainy/rain-N.png, norain-N.png, rainstreak-N.png (N from 1)
 
@@ -60,7 +62,7 @@ def write_synthetic_set(
         raise OutputFolderNotEmptyError(
             f"{out} is not empty: choose an empty folder or pass overwrite=true"
         )
-    config = rain_preset(preset)
+    config = rain_config(preset, **(rain or {}))
     generator = SyntheticRain(config, seed)
     photos = photo_names(split)
     name_files = _NAMERS[layout]

@@ -2,6 +2,7 @@
 
 Depends on the network only (no Lightning, no data modules):
 
+    restorer = derain.load()           # the bundled model; or a name, folder or checkpoint
     restorer = derain.load("model.ckpt", max_memory="2GB")
     clean = restorer(rainy)            # NumPy / PIL / torch in, the same kind out
 """
@@ -13,18 +14,22 @@ from derain.inference.checkpoint import (
     load_model,
     load_network,
     save_checkpoint,
+    save_pretrained,
     save_safetensors,
 )
 from derain.inference.export import export, export_onnx, export_torchscript
 from derain.inference.restorer import Restorer, TilePlan, load, resolve_device
+from derain.inference.sources import DEFAULT_MODEL, bundled_models, resolve_model
 from derain.inference.tiling import parse_memory_size, tiled_apply
 from derain.models.ensemble import self_ensemble
 
 __all__ = [
+    "DEFAULT_MODEL",
     "CheckpointError",
     "Restorer",
     "StoredNetwork",
     "TilePlan",
+    "bundled_models",
     "elf_arguments",
     "export",
     "export_onnx",
@@ -34,7 +39,9 @@ __all__ = [
     "load_network",
     "parse_memory_size",
     "resolve_device",
+    "resolve_model",
     "save_checkpoint",
+    "save_pretrained",
     "save_safetensors",
     "self_ensemble",
     "tiled_apply",

@@ -19,6 +19,8 @@ import json
 import os
 import pickle
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_model
 
 from derain.inference.atomic import replacing
+from derain.inference.sources import (
+    CARD_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ModelSource,
+    resolve_model,
+)
 from derain.models import ELF
+from derain.models.authors import AuthorsCheckpointError, from_authors
 from derain.models.blocks import TransformerBlock
 
 ELF_TARGETS = frozenset({"derain.models.ELF", "derain.models.elf.ELF"})
@@ -59,30 +69,49 @@ class StoredNetwork:
     hyper_parameters: dict[str, Any]
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ELF:
-    """The ELF network stored in a Lightning `.ckpt` or a `.safetensors` file, in eval mode
-    (`load_network`'s model)."""
-    return load_network(path, device).model
+def load_model(source: ModelSource = None, device: str | torch.device = "cpu") -> ELF:
+    """The ELF network `source` names, in eval mode (`load_network`'s model)."""
+    return load_network(source, device).model
 
 
-def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> StoredNetwork:
-    """Reads a Lightning `.ckpt` or a `.safetensors` file once: the ELF network (in eval mode on
-    `device`), its config and the checkpoint's other hyper-parameters.
+def load_network(source: ModelSource = None, device: str | torch.device = "cpu") -> StoredNetwork:
+    """Reads a model once: the ELF network (in eval mode on `device`), its config and the
+    checkpoint's other hyper-parameters.
 
     Every command that loads weights comes through here (`derain.inference.load`,
     `DerainModule.from_checkpoint`, export, the web app).
 
+    Args:
+        source: None (the bundled default model), a bundled model's short name, a model folder,
+            a derain `.ckpt` or `.safetensors` file, or one of the authors' checkpoints (read by
+            `derain.models.from_authors` when the file is not a derain checkpoint); see
+            `derain.inference.sources.resolve_model`.
+
     Raises:
-        FileNotFoundError: `path` does not exist.
+        FileNotFoundError: nothing by that name or path (the message lists the bundled models).
         CheckpointError: the file holds pickled objects other than tensors and plain containers,
             names a `_target_` other than ELF, lacks the config or the weights, or its weights do
-            not fit the network its config describes.
+            not fit the network its config describes — and is not an authors' checkpoint either.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"checkpoint {path} does not exist: give ckpt_path= a Lightning .ckpt or a .safetensors file"
-        )
+    path = resolve_model(source)
+    try:
+        return _read_network(path, device)
+    except CheckpointError as derain_error:
+        if path.suffix == ".safetensors":
+            raise
+        try:
+            model = from_authors(path)
+        except AuthorsCheckpointError as authors_error:
+            raise CheckpointError(
+                f"{path} is neither a derain checkpoint ({derain_error}) nor one of the authors' "
+                f"({authors_error})"
+            ) from None
+        config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
+        return StoredNetwork(model.to(device).eval(), config, {})
+
+
+def _read_network(path: Path, device: str | torch.device) -> StoredNetwork:
+    """A derain `.ckpt` or `.safetensors` file's network, config and hyper-parameters."""
     hyper_parameters: dict[str, Any] = {}
     if path.suffix == ".safetensors":
         config, state_dict = _read_safetensors(path)
@@ -127,6 +156,46 @@ def save_safetensors(model: ELF, path: str | os.PathLike) -> Path:
     with replacing(path) as partial:
         save_model(model, str(partial), metadata={"model": json.dumps(config)})
     return path
+
+
+def save_pretrained(
+    model: ELF, folder: str | os.PathLike, card: str, overwrite: bool = False
+) -> Path:
+    """Writes `model` as a model folder (`derain.inference.sources`): weights with their config,
+    `config.json` and the model card `card` (Markdown), the layout the Hugging Face Hub serves.
+
+    The folder appears whole or not at all: it is written beside its destination and renamed,
+    and an existing folder (with `overwrite`) is kept aside until the new one is in place.
+
+    Raises:
+        FileExistsError: `folder` exists and `overwrite` is False.
+    """
+    folder = Path(folder).expanduser()
+    if folder.exists() and not overwrite:
+        raise FileExistsError(
+            f"{folder} already exists: choose another folder or pass overwrite=true"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_safetensors(model, staging / WEIGHTS_FILE)
+        config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
+        (staging / CONFIG_FILE).write_text(
+            json.dumps({"library_name": "derain", "model": config}, indent=1) + "\n",
+            encoding="utf-8",
+        )
+        (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        previous = folder.with_name(f".{folder.name}.previous") if folder.exists() else None
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+            folder.rename(previous)
+        staging.rename(folder)
+        if previous is not None:
+            shutil.rmtree(previous)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return folder
 
 
 def save_checkpoint(model: ELF, path: str | os.PathLike) -> Path:

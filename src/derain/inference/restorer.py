@@ -283,7 +283,7 @@ class Restorer:
 
 
 def load(
-    path: str | os.PathLike,
+    source: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     tile: int | None = None,
     overlap: int = 32,
@@ -291,14 +291,16 @@ def load(
     precision: str = "fp32",
     max_memory: int | str | None = None,
 ) -> Restorer:
-    """A `Restorer` for the network in a training checkpoint (`.ckpt`) or `.safetensors` file.
+    """A `Restorer` for the network `source` names: None (the bundled default model), a
+    bundled model's short name, a model folder, a derain `.ckpt`/`.safetensors` file or one of
+    the authors' checkpoints (`derain.inference.sources.resolve_model`).
 
-    The file is read without running code from it (`derain.inference.checkpoint.load_model`);
+    Files are read without running code from them (`derain.inference.checkpoint.load_network`);
     the other arguments are `Restorer`'s.
     """
     device = resolve_device(device)
     return Restorer(
-        load_model(path, device),
+        load_model(source, device),
         device=device,
         tile=tile,
         overlap=overlap,

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from derain.evaluation.tables import markdown_table
 from derain.inference import load_network
+from derain.inference.sources import WEIGHTS_FILE, resolve_model
 from derain.models import optimize
 from derain.runtime.console import quiet_third_party
 from derain.runtime.memory import retain_freed_memory
@@ -211,7 +212,9 @@ def _use_idle_cores(world_size: int) -> None:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Scores a checkpoint on every test set of the data config; writes the result tables."""
     out_dir = _start(cfg)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg)
+    # a model name, folder or file (null: the bundled model); `last`: this task's newest run
+    source = resolve_ckpt_path("last", cfg) if cfg.ckpt_path == "last" else cfg.ckpt_path
+    ckpt_path = resolve_model(source)
     # unknown self_ensemble / eval_precision values fail here, before any image is read
     stored = load_network(ckpt_path)
     module = DerainModule.from_network(
@@ -234,7 +237,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[report])
     metadata = {
-        "title": f"{cfg.task_name}: {Path(ckpt_path).name}",
+        "title": f"{cfg.task_name}: {_model_label(ckpt_path)}",
         "ckpt_path": str(ckpt_path),
         "metric_channel": cfg.metric_channel,
         "self_ensemble": module.hparams.self_ensemble,
@@ -242,3 +245,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     paths = _run_test(trainer, module, datamodule, report, out_dir, metadata)
     return {"test": report.results, "paths": {k: str(v) for k, v in paths.items()}}
+
+
+def _model_label(path: Path) -> str:
+    """A model folder's name (bundled models, Hub downloads), else the checkpoint's file name."""
+    return path.parent.name if path.name == WEIGHTS_FILE else path.name
