@@ -33,7 +33,7 @@ import derain
 from derain.data import SyntheticEvalDataset, SyntheticRain, load_photo
 from derain.data.photos import photo_names
 from derain.data.synthetic import rain_config
-from derain.metrics import psnr
+from derain.evaluation.metrics import psnr
 
 FULL_HD = (1080, 1920)
 FULL_HD_RAIN_SCALE = 1080 / 321

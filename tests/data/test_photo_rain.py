@@ -77,7 +77,9 @@ def test_without_jpeg_share_no_input_is_compressed(patch):
 
 def test_jpeg_share_is_the_share_of_compressed_inputs(patch):
     rain = SyntheticRain(dataclasses.replace(FIXED, jpeg_share=0.3), seed=0)
-    compressed = [rain(patch[:32, :32], key).params["jpeg_quality"] is not None for key in range(300)]
+    compressed = [
+        rain(patch[:32, :32], key).params["jpeg_quality"] is not None for key in range(300)
+    ]
     assert 0.2 < np.mean(compressed) < 0.4
 
 
