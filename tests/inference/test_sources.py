@@ -151,3 +151,8 @@ def test_convert_needs_exactly_one_source(compose_config, tmp_path):
 
     with pytest.raises(ValueError, match="one of authors= .* or ckpt="):
         run(compose_config("convert", [f"out={tmp_path / 'x.ckpt'}"]), Console())
+
+
+def test_without_a_bundled_model_the_error_says_to_give_one(weights_dir):
+    with pytest.raises(FileNotFoundError, match=r"no model 'default'.*none in this installation"):
+        load_model()
