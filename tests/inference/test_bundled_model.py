@@ -106,7 +106,8 @@ def test_the_bundled_model_installs_with_the_package_and_loads_from_there(tmp_pa
     package, weights = proc.stdout.split()[:2]
     assert Path(package).is_relative_to(site) and Path(weights).is_relative_to(site)
     expected = derain.load()(_fixed_image())
-    assert np.array_equal(np.load(tmp_path / "out.npy"), expected)
+    # another thread count sums in another order: float32 round-off only
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-5)
 
 
 def test_predict_without_a_checkpoint_derains_a_folder(tmp_path):
@@ -130,4 +131,4 @@ def test_eval_without_a_checkpoint_scores_the_bundled_model(tmp_path):
     results = json.loads(
         next((tmp_path / "logs" / "eval" / "runs").glob("*/results.json")).read_text()
     )
-    assert DEFAULT_MODEL in results["title"]
+    assert results["metadata"]["title"] == f"eval: {DEFAULT_MODEL}"

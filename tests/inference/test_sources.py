@@ -4,6 +4,7 @@ checkpoints; and writing a model folder."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,11 @@ def test_model_folder_holds_weights_config_and_card(tmp_path):
     assert config["model"]["width"] == model.recovery_net.embed_image.out_channels
     assert (folder / "README.md").read_text() == "# my model\n"
     assert _same_network(load_model(folder), model)
+    # as readable as any new file (temporary files and folders start private)
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in (folder, *folder.iterdir()):
+        assert path.stat().st_mode & 0o444 & ~mask == 0o444 & ~mask, path
 
 
 def test_model_folder_is_not_overwritten_unless_asked(tmp_path):

@@ -19,6 +19,10 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     partial = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
     try:
         yield partial
+        # temporary files are private (0600); the result gets the permissions of a new file
+        mask = os.umask(0)
+        os.umask(mask)
+        partial.chmod(0o666 & ~mask)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)

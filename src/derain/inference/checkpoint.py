@@ -177,6 +177,9 @@ def save_pretrained(
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    mask = os.umask(0)
+    os.umask(mask)
+    staging.chmod(0o777 & ~mask)  # mkdtemp's folder is private; a model folder is not
     try:
         save_safetensors(model, staging / WEIGHTS_FILE)
         config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
