@@ -86,12 +86,12 @@ def load_photo(name: str) -> np.ndarray:
     if name.startswith("stereo_motorcycle_"):
         left, right, _ = skimage.data.stereo_motorcycle()
         pixels = left if name.endswith("left") else right
-    elif name in _SKIMAGE:
-        pixels = getattr(skimage.data, name)()
     elif name in _PACKAGE_FILES:
         pixels = np.asarray(Image.open(_package_file(name)).convert("RGB"))
+    elif name in _KNOWN:  # the rest ship with scikit-image under their own names
+        pixels = getattr(skimage.data, name)()
     else:
-        known = ", ".join(sorted(n for names in PHOTO_SPLITS.values() for n in names))
+        known = ", ".join(sorted(_KNOWN))
         raise ValueError(f"unknown bundled photo {name!r}: expected one of {known}")
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
@@ -131,26 +131,6 @@ def crop_around(image: np.ndarray, row: int, col: int, size: int) -> np.ndarray:
     return image[top : top + size, left : left + size]
 
 
-_SKIMAGE = (
-    "astronaut",
-    "chelsea",
-    "coffee",
-    "rocket",
-    "camera",
-    "brick",
-    "grass",
-    "gravel",
-    "hubble_deep_field",
-    "retina",
-    "immunohistochemistry",
-    "coins",
-    "moon",
-    "cell",
-    "clock",
-    "page",
-    "text",
-)
-
 _PACKAGE_FILES = {
     # name: (package, path inside it)
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
@@ -161,6 +141,9 @@ _PACKAGE_FILES = {
     "lion": ("gradio", "media_assets/images/lion.jpg"),
     "tower": ("gradio", "media_assets/images/tower.jpg"),
 }
+
+
+_KNOWN = frozenset(name for names in PHOTO_SPLITS.values() for name in names)
 
 
 def _package_file(name: str) -> Path:

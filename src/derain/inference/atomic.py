@@ -20,9 +20,15 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield partial
         # temporary files are private (0600); the result gets the permissions of a new file
-        mask = os.umask(0)
-        os.umask(mask)
-        partial.chmod(0o666 & ~mask)
+        partial.chmod(new_mode(0o666))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def new_mode(base: int) -> int:
+    """The permissions a new file (`base` 0o666) or folder (0o777) gets under this process's
+    umask; temporary files and folders are created private and are given these when kept."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask

@@ -30,7 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_model
 
-from derain.inference.atomic import replacing
+from derain.inference.atomic import new_mode, replacing
 from derain.inference.sources import (
     CARD_FILE,
     CONFIG_FILE,
@@ -177,9 +177,7 @@ def save_pretrained(
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    mask = os.umask(0)
-    os.umask(mask)
-    staging.chmod(0o777 & ~mask)  # mkdtemp's folder is private; a model folder is not
+    staging.chmod(new_mode(0o777))  # mkdtemp's folder is private; a model folder is not
     try:
         save_safetensors(model, staging / WEIGHTS_FILE)
         config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
