@@ -66,7 +66,7 @@ def test_model_folder_is_not_overwritten_unless_asked(tmp_path):
 def test_failed_model_folder_write_keeps_the_old_folder(tmp_path, monkeypatch):
     folder = save_pretrained(tiny_elf(1), tmp_path / "m", card="first")
 
-    def broken(model, path):
+    def broken(model, path, max_tile=None):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint, "save_safetensors", broken)

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from derain.cli import make_console
-from derain.inference import elf_arguments, load_model, save_checkpoint, save_pretrained
+from derain.inference import elf_arguments, load_network, save_checkpoint, save_pretrained
+from derain.inference.checkpoint import check_max_tile
 from derain.models import from_authors
 from derain.paths import config_dir
 
@@ -50,16 +51,22 @@ def run(cfg: DictConfig, console: Console) -> Path:
     source = cfg.authors or cfg.ckpt
     card = _card_text(cfg.card, source) if folder else None
     with console.status(f"reading {source}"):
-        model = from_authors(cfg.authors) if cfg.authors else load_model(cfg.ckpt)
+        stored = None if cfg.authors else load_network(cfg.ckpt)
+        model = from_authors(cfg.authors) if stored is None else stored.model
+    max_tile = cfg.get("max_tile", "source")
+    if max_tile == "source":
+        max_tile = None if stored is None else stored.max_tile
+    max_tile = check_max_tile(max_tile, "max_tile")
     if folder:
-        save_pretrained(model, out, card, overwrite=cfg.overwrite)
+        save_pretrained(model, out, card, overwrite=cfg.overwrite, max_tile=max_tile)
     else:
-        save_checkpoint(model, out)
+        save_checkpoint(model, out, max_tile=max_tile)
     arguments = elf_arguments(model)
     parameters = sum(p.numel() for p in model.parameters())
     console.print(
         f"wrote {out}: width {arguments['width']}, depth {arguments['depth']}, "
-        f"{parameters:,} parameters, head {arguments['head']}",
+        f"{parameters:,} parameters, head {arguments['head']}"
+        + (f", max_tile {max_tile}" if max_tile else ""),
         highlight=False,
     )
     return out

@@ -111,6 +111,7 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
         self_ensemble=cfg.self_ensemble,
         precision=cfg.precision,
         max_memory=cfg.max_memory,
+        max_tile=cfg.get("max_tile", "model"),
     )
     optimize(
         restorer.model,

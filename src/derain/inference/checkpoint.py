@@ -10,6 +10,9 @@ Layouts read:
       are ignored) and `hyper_parameters["model"]` is `{"_target_": "derain.models.ELF", ...}`.
   `.safetensors`: the network's own state-dict keys, and the same config as JSON under the
       metadata key `model` (written by `save_safetensors`).
+
+Either may also name the network's `max_tile` (`hyper_parameters["max_tile"]`, metadata key
+`max_tile`): the largest input side it works well on in one pass (see `StoredNetwork`).
 """
 
 from __future__ import annotations
@@ -62,11 +65,18 @@ class StoredNetwork:
     model: the ELF network in eval mode. config: its stored `{"_target_": ..., **arguments}`.
     hyper_parameters: the rest of a Lightning checkpoint's `hyper_parameters` (metric channel,
     panel size...); empty for a `.safetensors` file.
+    max_tile: the largest input side (pixels, a multiple of 16) the network works well on in one
+    pass, or None for no limit. ELF's attention weighs channels by statistics of the whole
+    input, so a network trained on small patches can drift on much larger images (one trained
+    on 64² patches darkened bright parts of rainy 1920×1080 photos in one pass, and gained
+    6–9 dB more in 192–256-pixel tiles); `Restorer` and `derain-eval` then work in tiles of at
+    most this side.
     """
 
     model: ELF
     config: dict[str, Any]
     hyper_parameters: dict[str, Any]
+    max_tile: int | None = None
 
 
 def load_model(source: ModelSource = None, device: str | torch.device = "cpu") -> ELF:
@@ -114,7 +124,7 @@ def _read_network(path: Path, device: str | torch.device) -> StoredNetwork:
     """A derain `.ckpt` or `.safetensors` file's network, config and hyper-parameters."""
     hyper_parameters: dict[str, Any] = {}
     if path.suffix == ".safetensors":
-        config, state_dict = _read_safetensors(path)
+        config, state_dict, hyper_parameters = _read_safetensors(path)
     else:
         config, state_dict, hyper_parameters = _read_lightning_checkpoint(path)
     arguments = _elf_arguments_from_config(config, path)
@@ -139,12 +149,26 @@ def _read_network(path: Path, device: str | torch.device) -> StoredNetwork:
         raise CheckpointError(
             f"{path}: the weights do not fit the network its model config describes: {err}"
         ) from None
-    others = {k: v for k, v in hyper_parameters.items() if k != "model"}
-    return StoredNetwork(model.to(device).eval(), dict(config), others)
+    others = {k: v for k, v in hyper_parameters.items() if k not in ("model", "max_tile")}
+    max_tile = check_max_tile(hyper_parameters.get("max_tile"), f"{path}: max_tile")
+    return StoredNetwork(model.to(device).eval(), dict(config), others, max_tile)
 
 
-def save_safetensors(model: ELF, path: str | os.PathLike) -> Path:
-    """Writes `model`'s weights and config to a `.safetensors` file that `load_model` reads.
+def check_max_tile(value: Any, name: str = "max_tile") -> int | None:
+    """`value` as a max_tile (None, or a positive multiple of 16); a CheckpointError names
+    `name` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 16:
+        raise CheckpointError(
+            f"{name}={value!r} must be null or a positive multiple of 16 (pixels), e.g. 256"
+        )
+    return value
+
+
+def save_safetensors(model: ELF, path: str | os.PathLike, max_tile: int | None = None) -> Path:
+    """Writes `model`'s weights and config (and `max_tile`, see `StoredNetwork`, when given) to a
+    `.safetensors` file that `load_model` reads.
 
     Unlike a pickle-based checkpoint, the file can hold nothing but tensors and a JSON string.
     A tensor that several modules share (each subnet's PReLU) is stored once.
@@ -153,16 +177,24 @@ def save_safetensors(model: ELF, path: str | os.PathLike) -> Path:
     if path.suffix != ".safetensors":
         raise ValueError(f"cannot write {path}: the file name must end in .safetensors")
     config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
+    metadata = {"model": json.dumps(config)}
+    if check_max_tile(max_tile) is not None:
+        metadata["max_tile"] = json.dumps(max_tile)
     with replacing(path) as partial:
-        save_model(model, str(partial), metadata={"model": json.dumps(config)})
+        save_model(model, str(partial), metadata=metadata)
     return path
 
 
 def save_pretrained(
-    model: ELF, folder: str | os.PathLike, card: str, overwrite: bool = False
+    model: ELF,
+    folder: str | os.PathLike,
+    card: str,
+    overwrite: bool = False,
+    max_tile: int | None = None,
 ) -> Path:
-    """Writes `model` as a model folder (`derain.inference.sources`): weights with their config,
-    `config.json` and the model card `card` (Markdown), the layout the Hugging Face Hub serves.
+    """Writes `model` as a model folder (`derain.inference.sources`): weights with their config
+    (and `max_tile`, see `StoredNetwork`), `config.json` and the model card `card` (Markdown),
+    the layout the Hugging Face Hub serves.
 
     The folder appears whole or not at all: it is written beside its destination and renamed,
     and an existing folder (with `overwrite`) is kept aside until the new one is in place.
@@ -179,10 +211,11 @@ def save_pretrained(
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     staging.chmod(new_mode(0o777))  # mkdtemp's folder is private; a model folder is not
     try:
-        save_safetensors(model, staging / WEIGHTS_FILE)
+        save_safetensors(model, staging / WEIGHTS_FILE, max_tile=max_tile)
         config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
         (staging / CONFIG_FILE).write_text(
-            json.dumps({"library_name": "derain", "model": config}, indent=1) + "\n",
+            json.dumps({"library_name": "derain", "model": config, "max_tile": max_tile}, indent=1)
+            + "\n",
             encoding="utf-8",
         )
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
@@ -199,14 +232,15 @@ def save_pretrained(
     return folder
 
 
-def save_checkpoint(model: ELF, path: str | os.PathLike) -> Path:
+def save_checkpoint(model: ELF, path: str | os.PathLike, max_tile: int | None = None) -> Path:
     """Writes `model` as a derain checkpoint (`.ckpt`, the layout `derain-train` writes and
     `load_model`, `derain-eval`, `derain-predict` and `derain-export` read): the network's state
-    dict under `model.` and its config under `hyper_parameters["model"]`, nothing but tensors
-    and plain containers. A `.safetensors` path writes that format instead."""
+    dict under `model.` and its config under `hyper_parameters["model"]` (`max_tile`, when
+    given, under `hyper_parameters["max_tile"]`), nothing but tensors and plain containers. A
+    `.safetensors` path writes that format instead."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return save_safetensors(model, path)
+        return save_safetensors(model, path, max_tile)
     config = {"_target_": "derain.models.ELF", **elf_arguments(model)}
     checkpoint = {
         "state_dict": {
@@ -215,6 +249,8 @@ def save_checkpoint(model: ELF, path: str | os.PathLike) -> Path:
         },
         "hyper_parameters": {"model": config},
     }
+    if check_max_tile(max_tile) is not None:
+        checkpoint["hyper_parameters"]["max_tile"] = max_tile
     with replacing(path) as partial:
         torch.save(checkpoint, partial)
     return path
@@ -311,7 +347,8 @@ def _read_lightning_checkpoint(path: Path) -> tuple[Any, dict[str, torch.Tensor]
     return hyper_parameters["model"], state_dict, dict(hyper_parameters)
 
 
-def _read_safetensors(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
+def _read_safetensors(path: Path) -> tuple[Any, dict[str, torch.Tensor], dict[str, Any]]:
+    """(model config, state dict, {"max_tile": ...} when the metadata names one)."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -324,9 +361,11 @@ def _read_safetensors(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
             "write the file with derain.inference.save_safetensors"
         )
     try:
-        return json.loads(metadata["model"]), state_dict
+        config = json.loads(metadata["model"])
+        extra = {"max_tile": json.loads(metadata["max_tile"])} if "max_tile" in metadata else {}
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: metadata 'model' is not valid JSON: {err}") from None
+        raise CheckpointError(f"{path}: metadata is not valid JSON: {err}") from None
+    return config, state_dict, extra
 
 
 def _elf_arguments_from_config(config: Any, path: Path) -> dict[str, Any]:

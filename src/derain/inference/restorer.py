@@ -4,8 +4,10 @@
     clean = restorer(rainy)                       # same kind (and dtype / device) as `rainy`
     clean, rain = restorer.separate(rainy)        # and the rain layer
 
-An image whose forward pass would exceed `max_memory` is processed as overlapping tiles
-(`derain.inference.tiling`), the largest that fit; `tile=` forces a tile size instead.
+An image whose forward pass would exceed `max_memory`, or whose side exceeds the model's
+`max_tile` (the largest input it works well on in one pass; see
+`derain.inference.StoredNetwork`), is processed as overlapping tiles (`derain.inference.tiling`),
+the largest that fit both; `tile=` forces a tile size instead.
 """
 
 from __future__ import annotations
@@ -25,8 +27,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from derain.inference.checkpoint import load_model
-from derain.inference.tiling import axis_tiles, parse_memory_size, round_up, tiled_apply
+from derain.inference.checkpoint import CheckpointError, check_max_tile, load_network
+from derain.inference.tiling import (
+    DEFAULT_OVERLAP,
+    axis_tiles,
+    parse_memory_size,
+    round_up,
+    tiled_apply,
+)
 from derain.models import ELF
 from derain.models.ensemble import ensemble_transforms, self_ensemble_name
 from derain.models.ensemble import self_ensemble as ensemble_mean
@@ -112,8 +120,12 @@ class Restorer:
         model: the network (moved to `device`, put in eval mode).
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
         tile: tile side in pixels (a multiple of the model's padding multiple, 16); None chooses
-            tiles automatically, only for images that would not fit `max_memory` in one pass.
+            tiles automatically, only for images that would not fit `max_memory` in one pass
+            or have a side longer than `max_tile`.
         overlap: least overlap of neighbouring tiles in pixels, blended smoothly.
+        max_tile: with `tile=None`, the largest tile side used (a multiple of 16; None: no
+            limit): the largest input the network works well on in one pass
+            (`derain.inference.StoredNetwork.max_tile`; `load` takes it from the model).
         self_ensemble: average the predictions over flips/rotations: True or "d4" (all 8, 8×
             the time), "flips" (the 4 that keep streaks' orientation, 4×: for networks trained
             with `data.augment=flips`, like the demo's), False for one pass.
@@ -129,17 +141,20 @@ class Restorer:
         model: ELF,
         device: str | torch.device = "auto",
         tile: int | None = None,
-        overlap: int = 32,
+        overlap: int = DEFAULT_OVERLAP,
         self_ensemble: bool | str = False,
         precision: str = "fp32",
         max_memory: int | str | None = None,
+        max_tile: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.multiple = model.multiple
         _check_tiling(tile, overlap, self.multiple)
+        _check_max_tile(max_tile, overlap)
         self.tile = tile
         self.overlap = overlap
+        self.max_tile = max_tile
         self.ensemble = _ensemble(self_ensemble)
         self.precision = precision
         self._autocast_dtype = _autocast_dtype(precision, self.device)
@@ -167,11 +182,14 @@ class Restorer:
         tile = self.tile
         if tile is None:
             whole = buffers + self._pass_bytes(height, width, batch)
-            if whole <= self.max_memory:
+            small = self.max_tile is None or max(height, width) <= self.max_tile
+            if whole <= self.max_memory and small:
                 return TilePlan(
                     height, width, batch, None, (height, width), 1, 1, whole, self.max_memory
                 )
             tile = self._largest_tile(height, width, batch, buffers)
+            if self.max_tile is not None:
+                tile = min(tile, self.max_tile)
         rows = axis_tiles(height, tile, self.overlap, self.multiple)
         cols = axis_tiles(width, tile, self.overlap, self.multiple)
         tile_shape = (rows[0][1], cols[0][1])
@@ -286,27 +304,35 @@ def load(
     source: str | os.PathLike | None = None,
     device: str | torch.device = "auto",
     tile: int | None = None,
-    overlap: int = 32,
+    overlap: int = DEFAULT_OVERLAP,
     self_ensemble: bool | str = False,
     precision: str = "fp32",
     max_memory: int | str | None = None,
+    max_tile: int | str | None = "model",
 ) -> Restorer:
     """A `Restorer` for the network `source` names: None (the bundled default model), a
     bundled model's short name, a model folder, a derain `.ckpt`/`.safetensors` file or one of
     the authors' checkpoints (`derain.inference.sources.resolve_model`).
 
     Files are read without running code from them (`derain.inference.checkpoint.load_network`);
-    the other arguments are `Restorer`'s.
+    `max_tile="model"` takes the model's own (none for most checkpoints; the bundled model's
+    card gives its), None lifts it, a number replaces it; the other arguments are `Restorer`'s.
     """
     device = resolve_device(device)
+    stored = load_network(source, device)
+    if max_tile == "model":
+        max_tile = stored.max_tile
+    elif isinstance(max_tile, str):
+        raise ValueError(f"max_tile={max_tile!r}: expected 'model', null or a multiple of 16")
     return Restorer(
-        load_model(source, device),
+        stored.model,
         device=device,
         tile=tile,
         overlap=overlap,
         self_ensemble=self_ensemble,
         precision=precision,
         max_memory=max_memory,
+        max_tile=max_tile,
     )
 
 
@@ -333,6 +359,18 @@ def _counted(
     out = predict(x)
     progress(next(done), total)
     return out
+
+
+def _check_max_tile(max_tile: int | None, overlap: int) -> None:
+    try:
+        check_max_tile(max_tile)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from None
+    if max_tile is not None and max_tile <= 2 * overlap:
+        raise ValueError(
+            f"max_tile={max_tile} leaves no room between overlaps of {overlap} pixels: choose "
+            f"max_tile > {2 * overlap} or a smaller overlap"
+        )
 
 
 def _check_tiling(tile: int | None, overlap: int, multiple: int) -> None:

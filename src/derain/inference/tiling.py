@@ -86,6 +86,10 @@ def blend_windows(tiles: list[tuple[int, int]], device: torch.device | str = "cp
     return windows
 
 
+DEFAULT_OVERLAP = 32
+"""Least overlap of neighbouring tiles (pixels) unless one is chosen; blended smoothly."""
+
+
 def tiled_apply(
     fn: Callable[[Tensor], Tensor], x: Tensor, tile: int, overlap: int, multiple: int = 16
 ) -> Tensor:

@@ -24,6 +24,7 @@ from torchmetrics import MetricCollection
 
 from derain.evaluation.metrics import PSNR, SSIM, psnr, ssim
 from derain.evaluation.panels import make_panel, save_panel
+from derain.inference.tiling import DEFAULT_OVERLAP, tiled_apply
 from derain.models.ensemble import ensemble_transforms, self_ensemble, self_ensemble_name
 from derain.training.losses import ELFLoss
 from derain.training.schedules import build_scheduler
@@ -123,6 +124,10 @@ class DerainModule(pl.LightningModule):
         eval_precision: precision of the network in validation and test, whatever the
             trainer's: "32-true" (float32, the default: scores for tables), "bf16-mixed",
             "16-mixed", or None (the trainer's precision). Results record it.
+        max_tile: validation and test run images with a side longer than this in overlapping
+            tiles of at most this side, as `derain.inference.Restorer` does for a model with
+            this `max_tile` (see `derain.inference.StoredNetwork`); None: whole images.
+            Checkpoints keep it, so derain-eval and derain-predict use it too.
 
     Speed switches (memory layout, torch.compile) belong to the network's config:
     `model.channels_last`, `model.compile` (see `derain.models.ELF`).
@@ -138,12 +143,23 @@ class DerainModule(pl.LightningModule):
         panel_images: int = 4,
         self_ensemble: bool | str | None = None,
         eval_precision: str | None = "32-true",
+        max_tile: int | None = None,
     ) -> None:
         super().__init__()
         self_ensemble = self_ensemble_name(
             self_ensemble
         )  # unknown names fail here, not after training
         _check_eval_precision(eval_precision)
+        if max_tile is not None and (
+            isinstance(max_tile, bool)
+            or not isinstance(max_tile, int)
+            or max_tile <= 2 * DEFAULT_OVERLAP
+            or max_tile % 16
+        ):
+            raise ValueError(
+                f"module.max_tile={max_tile!r} must be null or a multiple of 16 above "
+                f"{2 * DEFAULT_OVERLAP} (pixels), e.g. 256"
+            )
         self.save_hyperparameters(
             {
                 "model": _plain(model),
@@ -154,6 +170,7 @@ class DerainModule(pl.LightningModule):
                 "panel_images": panel_images,
                 "self_ensemble": self_ensemble,
                 "eval_precision": eval_precision,
+                "max_tile": max_tile,
             }
         )
         self.model: nn.Module = instantiate(self.hparams.model)
@@ -317,8 +334,27 @@ class DerainModule(pl.LightningModule):
         return loss
 
     def _restore(self, rainy: Tensor):
+        """(the network's output, or None when it ran in tiles; the restored image in [0, 1])."""
+        if self._tiled(rainy):
+            return None, self._restored_image(rainy).float().clamp(0, 1)
         out = self(rainy)
         return out, out.image.float().clamp(0, 1)
+
+    def _tiled(self, rainy: Tensor) -> bool:
+        max_tile = self.hparams.get("max_tile")
+        return max_tile is not None and max(rainy.shape[-2:]) > max_tile
+
+    def _restored_image(self, rainy: Tensor) -> Tensor:
+        """The network's image, in tiles of at most `max_tile` when the input is larger."""
+        if not self._tiled(rainy):
+            return self(rainy).image
+        return tiled_apply(
+            lambda tile: self(tile).image,
+            rainy,
+            self.hparams.max_tile,
+            DEFAULT_OVERLAP,
+            self.model.multiple,
+        )
 
     @property
     def scored_precision(self) -> str:
@@ -357,7 +393,8 @@ class DerainModule(pl.LightningModule):
             out, restored = self._restore(batch["rainy"])
         self.val_metrics[dataloader_idx].update(restored, batch["clean"])
         if dataloader_idx == 0 and len(self._panel_rows) < self.hparams.panel_images:
-            rain = out.rain if out.rain is not None else batch["rainy"] - restored
+            rain = out.rain if out is not None and out.rain is not None else None
+            rain = batch["rainy"] - restored if rain is None else rain
             self._panel_rows.append(
                 [batch["rainy"][0], restored[0], batch["clean"][0], rain[0].abs().clamp(0, 1)]
             )
@@ -412,9 +449,7 @@ class DerainModule(pl.LightningModule):
             metrics["single_psnr"].update(single, clean)
             metrics["single_ssim"].update(single, clean)
             transforms = ensemble_transforms(self.hparams.self_ensemble)
-            restored = self_ensemble(lambda t: self(t).image, batch["rainy"], transforms).clamp(
-                0, 1
-            )
+            restored = self_ensemble(self._restored_image, batch["rainy"], transforms).clamp(0, 1)
         metrics["psnr"].update(restored, clean)
         metrics["ssim"].update(restored, clean)
         metrics["input_psnr"].update(rainy, clean)
@@ -466,8 +501,8 @@ class DerainModule(pl.LightningModule):
     def from_network(cls, stored: StoredNetwork, **options: Any) -> DerainModule:
         """A module around a network read by `derain.inference.load_network`.
 
-        `options` (metric_channel, panel_images, self_ensemble, eval_precision) replace the
-        checkpoint's; the loss, optimiser and schedule are not rebuilt.
+        `options` (metric_channel, panel_images, self_ensemble, eval_precision, max_tile)
+        replace the checkpoint's; the loss, optimiser and schedule are not rebuilt.
         """
         saved = stored.hyper_parameters
         module = cls(
@@ -475,6 +510,7 @@ class DerainModule(pl.LightningModule):
             **{
                 "metric_channel": saved.get("metric_channel", "y"),
                 "panel_images": saved.get("panel_images", 4),
+                "max_tile": stored.max_tile,
                 **options,
             },
         )
