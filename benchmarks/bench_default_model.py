@@ -183,11 +183,19 @@ def main() -> None:
         help="full (default): every case; quick: one draw per case, one full-HD photo; subset: the "
         "images a model card's test re-scores",
     )
+    parser.add_argument(
+        "--max-tile",
+        default="model",
+        help="largest one-pass side: model (the model's own, default), none, or a multiple of 16",
+    )
     parser.add_argument("--json", default=None, help="also write the scores to this file")
     args = parser.parse_args()
-    restorer = derain.load(args.model)
+    choice = args.max_tile.lower()
+    max_tile = choice if choice == "model" else None if choice == "none" else int(choice)
+    restorer = derain.load(args.model, max_tile=max_tile)
     start = time.perf_counter()
     results = score(restorer, args.level)
+    print(f"max_tile: {restorer.max_tile or 'none (whole images)'}")
     print(table(results))
     print(
         f"\n{sum(r['images'] for r in results.values())} images in {time.perf_counter() - start:.0f} s"

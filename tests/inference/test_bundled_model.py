@@ -57,6 +57,8 @@ def test_the_bundled_model_is_small_and_has_a_card():
     assert set(card["derain"]["subset_scores"]) >= {"rain-free (PNG)", "demo light", "demo heavy"}
     config = json.loads((folder / "config.json").read_text())
     assert config["model"]["_target_"] == "derain.models.ELF"
+    # the card states the one-pass limit the weights carry, and loading applies it
+    assert card["derain"]["max_tile"] == config["max_tile"] == derain.load().max_tile
 
 
 def test_the_same_output_every_time_and_as_when_packaged(restorer):
