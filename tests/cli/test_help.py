@@ -47,3 +47,18 @@ def test_the_installed_command_prints_it(tmp_path):
     out = run_cli("derain-score", "--help", cwd=tmp_path).stdout
     assert out.startswith("derain-score: ")
     assert "rounded_y=true" in out and "trainer" not in out
+
+
+def test_commands_that_take_a_model_list_the_bundled_ones(tmp_path, monkeypatch):
+    from derain.inference import sources
+
+    assert "== Bundled models" not in command_help("score")
+    folder = tmp_path / "weights" / "rainy-days"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(sources, "WEIGHTS_DIR", tmp_path / "weights")
+    for name in ("predict", "eval", "demo", "export", "convert"):
+        models = command_help(name).split("== Bundled models")[1].split("\n\n")[0]
+        assert f"rainy-days  model card: {folder / 'README.md'}" in models, name
+    monkeypatch.setattr(sources, "WEIGHTS_DIR", tmp_path / "none")
+    assert "none in this installation" in command_help("predict")

@@ -15,6 +15,8 @@ _KEY = re.compile(r"^([A-Za-z_]\w*):\s*(.*?)\s*(?:#\s?(.*))?$")
 _GROUP = re.compile(r"^\s+-\s+([\w/]+):\s*(\S+)")
 _INCLUDED = re.compile(r"^\s+-\s+([\w/]+)@_here_:\s*(\S+)")
 _SKIPPED_KEYS = {"defaults", "hydra"}
+_MODEL_KEYS = {"ckpt_path", "ckpt"}
+"""Settings that name a model: their commands' help lists the bundled models."""
 
 
 def command_help(config_name: str) -> str:
@@ -38,6 +40,8 @@ def command_help(config_name: str) -> str:
         text += [
             f"  {group:<{name_width}}  {', '.join(options)}" for group, options in groups.items()
         ]
+    if any(key in _MODEL_KEYS for key, _, _ in settings):
+        text += ["", "== Bundled models (ckpt_path=NAME; null: default) ==", *_bundled_lines()]
     if examples:
         text += ["", "== Examples ==", *examples]
     text += [
@@ -46,6 +50,21 @@ def command_help(config_name: str) -> str:
     ]
     # Hydra reads the template with string.Template: a literal $ is written $$
     return "\n".join(text).replace("$", "$$") + "\n"
+
+
+def _bundled_lines() -> list[str]:
+    """One line per model bundled with the package: its name and where its card is."""
+    from derain.inference.sources import CARD_FILE, DEFAULT_MODEL, bundled_models
+
+    models = bundled_models()
+    if not models:
+        return ["  none in this installation: give a checkpoint or model folder"]
+    width = max(len(name) for name in models)
+    return [
+        f"  {name:<{width}}  {'(the default) ' if name == DEFAULT_MODEL else ''}"
+        f"model card: {folder / CARD_FILE}"
+        for name, folder in models.items()
+    ]
 
 
 def _header(lines: list[str]) -> tuple[list[str], list[str]]:
