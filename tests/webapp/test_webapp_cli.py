@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from derain.cli.demo import self_ensemble_choice
-from derain.inference import DEFAULT_MODEL, bundled_models
+from derain.inference import bundled_models
 from helpers import run_cli
 
 
@@ -23,13 +23,13 @@ def test_help_explains_the_settings_and_shows_how_to_start_it(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.skipif(
-    DEFAULT_MODEL in bundled_models(), reason="this installation bundles a default model"
-)
-def test_without_a_model_it_stops_and_says_to_pass_ckpt_path(tmp_path):
-    proc = run_cli("derain-demo", cwd=tmp_path, check=False)
+def test_an_unknown_model_name_stops_it_with_the_names_it_knows(tmp_path):
+    # (with no model bundled, ckpt_path=null fails the same way: tests/inference/test_sources.py)
+    proc = run_cli("derain-demo", "ckpt_path=drizzle", cwd=tmp_path, check=False)
     assert proc.returncode == 1
-    assert "no model 'default'" in proc.stderr and "give ckpt_path=" in proc.stderr
+    assert "no model 'drizzle'" in proc.stderr and "give ckpt_path=" in proc.stderr
+    known = ", ".join(bundled_models()) or "none in this installation"
+    assert known in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
