@@ -21,8 +21,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from derain.cli import make_console
-from derain.inference import elf_arguments, load_network, save_checkpoint, save_pretrained
-from derain.inference.checkpoint import check_max_tile
+from derain.inference import (
+    StoredNetwork,
+    elf_arguments,
+    load_network,
+    save_checkpoint,
+    save_pretrained,
+)
+from derain.inference.tiling import check_max_tile
 from derain.models import from_authors
 from derain.paths import config_dir
 
@@ -51,12 +57,14 @@ def run(cfg: DictConfig, console: Console) -> Path:
     source = cfg.authors or cfg.ckpt
     card = _card_text(cfg.card, source) if folder else None
     with console.status(f"reading {source}"):
-        stored = None if cfg.authors else load_network(cfg.ckpt)
-        model = from_authors(cfg.authors) if stored is None else stored.model
-    max_tile = cfg.get("max_tile", "source")
-    if max_tile == "source":
-        max_tile = None if stored is None else stored.max_tile
-    max_tile = check_max_tile(max_tile, "max_tile")
+        # the authors' checkpoints carry no max_tile
+        stored = (
+            StoredNetwork(from_authors(cfg.authors), {}, {})
+            if cfg.authors
+            else load_network(cfg.ckpt)
+        )
+    model = stored.model
+    max_tile = check_max_tile(stored.chosen_max_tile(cfg.get("max_tile", "model")))
     if folder:
         save_pretrained(model, out, card, overwrite=cfg.overwrite, max_tile=max_tile)
     else:

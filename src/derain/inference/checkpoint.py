@@ -41,6 +41,7 @@ from derain.inference.sources import (
     ModelSource,
     resolve_model,
 )
+from derain.inference.tiling import check_max_tile
 from derain.models import ELF
 from derain.models.authors import AuthorsCheckpointError, from_authors
 from derain.models.blocks import TransformerBlock
@@ -77,6 +78,15 @@ class StoredNetwork:
     config: dict[str, Any]
     hyper_parameters: dict[str, Any]
     max_tile: int | None = None
+
+    def chosen_max_tile(self, setting: Any = "model") -> Any:
+        """The max_tile a command hands on: the network's own for "model", else `setting` (None
+        lifts the limit, a number replaces it; whoever tiles checks it)."""
+        if setting == "model":
+            return self.max_tile
+        if isinstance(setting, str):
+            raise ValueError(f"max_tile={setting!r}: expected model, null or a multiple of 16")
+        return setting
 
 
 def load_model(source: ModelSource = None, device: str | torch.device = "cpu") -> ELF:
@@ -150,20 +160,11 @@ def _read_network(path: Path, device: str | torch.device) -> StoredNetwork:
             f"{path}: the weights do not fit the network its model config describes: {err}"
         ) from None
     others = {k: v for k, v in hyper_parameters.items() if k not in ("model", "max_tile")}
-    max_tile = check_max_tile(hyper_parameters.get("max_tile"), f"{path}: max_tile")
+    try:
+        max_tile = check_max_tile(hyper_parameters.get("max_tile"))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return StoredNetwork(model.to(device).eval(), dict(config), others, max_tile)
-
-
-def check_max_tile(value: Any, name: str = "max_tile") -> int | None:
-    """`value` as a max_tile (None, or a positive multiple of 16); a CheckpointError names
-    `name` otherwise."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % 16:
-        raise CheckpointError(
-            f"{name}={value!r} must be null or a positive multiple of 16 (pixels), e.g. 256"
-        )
-    return value
 
 
 def save_safetensors(model: ELF, path: str | os.PathLike, max_tile: int | None = None) -> Path:

@@ -27,10 +27,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from derain.inference.checkpoint import CheckpointError, check_max_tile, load_network
+from derain.inference.checkpoint import load_network
 from derain.inference.tiling import (
     DEFAULT_OVERLAP,
     axis_tiles,
+    check_max_tile,
     parse_memory_size,
     round_up,
     tiled_apply,
@@ -151,7 +152,7 @@ class Restorer:
         self.model = model.to(self.device).eval()
         self.multiple = model.multiple
         _check_tiling(tile, overlap, self.multiple)
-        _check_max_tile(max_tile, overlap)
+        check_max_tile(max_tile, overlap)
         self.tile = tile
         self.overlap = overlap
         self.max_tile = max_tile
@@ -320,10 +321,6 @@ def load(
     """
     device = resolve_device(device)
     stored = load_network(source, device)
-    if max_tile == "model":
-        max_tile = stored.max_tile
-    elif isinstance(max_tile, str):
-        raise ValueError(f"max_tile={max_tile!r}: expected 'model', null or a multiple of 16")
     return Restorer(
         stored.model,
         device=device,
@@ -332,7 +329,7 @@ def load(
         self_ensemble=self_ensemble,
         precision=precision,
         max_memory=max_memory,
-        max_tile=max_tile,
+        max_tile=stored.chosen_max_tile(max_tile),
     )
 
 
@@ -359,18 +356,6 @@ def _counted(
     out = predict(x)
     progress(next(done), total)
     return out
-
-
-def _check_max_tile(max_tile: int | None, overlap: int) -> None:
-    try:
-        check_max_tile(max_tile)
-    except CheckpointError as err:
-        raise ValueError(str(err)) from None
-    if max_tile is not None and max_tile <= 2 * overlap:
-        raise ValueError(
-            f"max_tile={max_tile} leaves no room between overlaps of {overlap} pixels: choose "
-            f"max_tile > {2 * overlap} or a smaller overlap"
-        )
 
 
 def _check_tiling(tile: int | None, overlap: int, multiple: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -88,6 +89,21 @@ def blend_windows(tiles: list[tuple[int, int]], device: torch.device | str = "cp
 
 DEFAULT_OVERLAP = 32
 """Least overlap of neighbouring tiles (pixels) unless one is chosen; blended smoothly."""
+
+
+def check_max_tile(
+    value: Any, overlap: int = DEFAULT_OVERLAP, name: str = "max_tile"
+) -> int | None:
+    """`value` as a max_tile: None, or a multiple of 16 above twice `overlap` (room for a tile
+    between its overlaps); a ValueError names `name` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value % 16 or value <= 2 * overlap:
+        raise ValueError(
+            f"{name}={value!r} must be null or a multiple of 16 above {2 * overlap} (pixels, "
+            "twice the tiles' overlap), e.g. 256"
+        )
+    return value
 
 
 def tiled_apply(

@@ -24,7 +24,7 @@ from torchmetrics import MetricCollection
 
 from derain.evaluation.metrics import PSNR, SSIM, psnr, ssim
 from derain.evaluation.panels import make_panel, save_panel
-from derain.inference.tiling import DEFAULT_OVERLAP, tiled_apply
+from derain.inference.tiling import DEFAULT_OVERLAP, check_max_tile, tiled_apply
 from derain.models.ensemble import ensemble_transforms, self_ensemble, self_ensemble_name
 from derain.training.losses import ELFLoss
 from derain.training.schedules import build_scheduler
@@ -150,16 +150,7 @@ class DerainModule(pl.LightningModule):
             self_ensemble
         )  # unknown names fail here, not after training
         _check_eval_precision(eval_precision)
-        if max_tile is not None and (
-            isinstance(max_tile, bool)
-            or not isinstance(max_tile, int)
-            or max_tile <= 2 * DEFAULT_OVERLAP
-            or max_tile % 16
-        ):
-            raise ValueError(
-                f"module.max_tile={max_tile!r} must be null or a multiple of 16 above "
-                f"{2 * DEFAULT_OVERLAP} (pixels), e.g. 256"
-            )
+        check_max_tile(max_tile, name="module.max_tile")
         self.save_hyperparameters(
             {
                 "model": _plain(model),

@@ -223,7 +223,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         panel_images=cfg.panel_images,
         self_ensemble=cfg.get("self_ensemble"),
         eval_precision=cfg.get("eval_precision", "32-true"),
-        **({} if cfg.get("max_tile", "model") == "model" else {"max_tile": cfg.max_tile}),
+        max_tile=stored.chosen_max_tile(cfg.get("max_tile", "model")),
     )
     optimize(
         module.model,
