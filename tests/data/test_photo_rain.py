@@ -182,12 +182,12 @@ def test_a_photo_from_a_missing_package_says_how_to_get_it(monkeypatch):
     from derain.data import photos
 
     monkeypatch.setattr(photos.importlib.util, "find_spec", lambda name: None)
-    photos.load_photo.cache_clear()
+    photos._load_bundled.cache_clear()
     try:
         with pytest.raises(FileNotFoundError, match=r"derain\[demo\]"):
             photos.load_photo("tower")
     finally:
-        photos.load_photo.cache_clear()
+        photos._load_bundled.cache_clear()
 
 
 def test_datamodule_passes_rain_settings_to_training_and_evaluation_sets():

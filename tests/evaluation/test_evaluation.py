@@ -55,3 +55,19 @@ def test_an_ensembled_result_shows_the_single_pass_beside_it_and_says_so(tmp_pat
     assert paths["csv"].read_text().splitlines()[0].endswith(",single_psnr")
     # without an ensemble the table keeps its seven columns
     assert "single-pass" not in markdown_table(_results())
+
+
+def test_a_rain_free_set_stays_out_of_the_mean_over_sets():
+    results = {
+        "rainy": {"images": 2, "input_psnr": 20.0, "input_ssim": 0.5, "psnr": 30.0, "ssim": 0.9},
+        "rain_free": {
+            "images": 3,
+            "input_psnr": float("inf"),
+            "input_ssim": 1.0,
+            "psnr": 41.0,
+            "ssim": 0.99,
+        },
+    }
+    mean = with_mean(results)["mean"]
+    assert mean["input_psnr"] == 20.0 and mean["psnr"] == 30.0 and mean["images"] == 2
+    assert "inf" not in markdown_table(results).split("mean over sets")[1]

@@ -4,7 +4,6 @@ commands use it when no checkpoint is given."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,12 +17,12 @@ from PIL import Image
 
 import derain
 from derain.data import SyntheticRain, load_photo, read_image, write_image
+from derain.evaluation import heldout
 from derain.inference import DEFAULT_MODEL, bundled_models
 from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures"
-BENCH = ROOT / "benchmarks" / "bench_default_model.py"
 REFERENCE = FIXTURES / "bundled_default_output.png"
 """The bundled model's output on `_fixed_image()`, written when the weights were packaged."""
 
@@ -72,10 +71,7 @@ def test_the_same_output_every_time_and_as_when_packaged(restorer):
 
 
 def test_the_cards_held_out_scores_are_reproduced(restorer):
-    spec = importlib.util.spec_from_file_location("derain_bench_default_model", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    scores = bench.score(restorer, "subset")
+    scores = heldout.score(restorer, "subset")
     for case, value in _card()["derain"]["subset_scores"].items():
         assert scores[case]["value"] == pytest.approx(value, abs=0.05), case
 

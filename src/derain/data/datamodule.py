@@ -37,8 +37,9 @@ from derain.data.datasets import (
 from derain.data.io import ImageReadError
 from derain.data.layouts import find_pairs
 from derain.data.pairs import DatasetNotFoundError, Pair, RainySide, check_pair_sizes
-from derain.data.photos import Split, photo_names
+from derain.data.photos import Split, photo_list
 from derain.data.sampling import EpochShuffle, PatchSchedule, ProgressiveBatchSampler
+from derain.data.synthetic import expand_presets
 
 _MAX_DEFAULT_WORKERS = 8
 
@@ -60,12 +61,19 @@ class PairedSet:
 
 @dataclass(frozen=True)
 class SyntheticSet:
-    """Synthetic rain on the bundled photos of one split (see `derain.data.photos`).
+    """Synthetic rain on clean photos: the bundled photos of one split (see
+    `derain.data.photos`), photo folders, or both.
 
     Attributes:
-        split: "train", "val" or "test" photos.
-        presets: rain presets; a training set picks one per item, an evaluation set holds
-            every photo once per preset and draw.
+        split: bundled photos: "train", "extra", "val", "test" (or several joined by "+"), or
+            None for none (then `folders` gives every photo).
+        folders: folders of clean photos (recursive; PNG, JPEG, TIFF, WebP, any size), e.g.
+            DIV2K or one's own; relative paths are under the DataModule's `root`.
+        presets: rain presets or families (`derain.data.synthetic.RAIN_FAMILIES`); a training
+            set picks one per item, an evaluation set holds every photo once per preset and
+            draw.
+        holdout: a rain family left out of `presets` (to measure transfer to it); None or
+            "none" for none.
         draws: evaluation only: rain draws per photo and preset.
         max_side: evaluation only: longest image side in pixels.
         tile_stride: training only: spacing of the tiles patches are cut around.
@@ -73,8 +81,10 @@ class SyntheticSet:
             e.g. {rain_free: 0.2, jpeg_share: 0.5} or {jpeg_share: 1, jpeg_quality: [80, 80]}.
     """
 
-    split: Split = "train"
+    split: Split | None = "train"
+    folders: tuple[str, ...] | None = None
     presets: tuple[str, ...] = ("light",)
+    holdout: str | None = None
     draws: int = 1
     max_side: int = 512
     tile_stride: int = 64
@@ -335,6 +345,8 @@ class DerainDataModule(LightningDataModule):
 
     def _build_synthetic(self, spec: SyntheticSet, training: bool) -> Dataset:
         rain = _plain(spec.rain)
+        folders = [self._photo_folder(folder) for folder in spec.folders or ()]
+        photos = photo_list(spec.split, folders)
         if training:
             return SyntheticTrainDataset(
                 presets=spec.presets,
@@ -342,19 +354,31 @@ class DerainDataModule(LightningDataModule):
                 tile_stride=spec.tile_stride,
                 augment=self.augment,
                 seed=self.seed,
-                photos=photo_names(spec.split),
+                photos=photos,
                 limit=self.limit,
                 rain=rain,
+                holdout=spec.holdout,
             )
         evaluation = ConcatDataset(
             [
                 SyntheticEvalDataset(
-                    spec.split, preset, spec.draws, spec.max_side, self.seed, rain=rain
+                    spec.split or "test",
+                    preset,
+                    spec.draws,
+                    spec.max_side,
+                    self.seed,
+                    rain=rain,
+                    photos=photos,
                 )
-                for preset in spec.presets
+                for preset in expand_presets(spec.presets, spec.holdout)
             ]
         )
         return Subset(evaluation, evenly_spaced(list(range(len(evaluation))), self.limit))
+
+    def _photo_folder(self, folder: str) -> Path:
+        """A photo folder: absolute, or under `root` when one is set."""
+        path = Path(folder).expanduser()
+        return path if path.is_absolute() or self.root is None else self.root / path
 
     def _resolve(self, spec: PairedSet, key: str) -> Path:
         path = Path(spec.path).expanduser()

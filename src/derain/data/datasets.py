@@ -20,9 +20,17 @@ from torch.utils.data import Dataset
 from derain.data.checks import TooManyBadSamplesError, warn_bad_sample
 from derain.data.io import ImageReadError
 from derain.data.pairs import Pair, load_pair
-from derain.data.photos import Split, crop_around, fit_longest_side, load_photo, photo_names
+from derain.data.photos import (
+    Split,
+    crop_around,
+    fit_longest_side,
+    is_photo_path,
+    load_photo,
+    photo_names,
+    photo_size,
+)
 from derain.data.sampling import TrainKey
-from derain.data.synthetic import SyntheticRain, rain_config
+from derain.data.synthetic import SyntheticRain, expand_presets, rain_config
 
 # albumentations asks PyPI for a newer version at import time (a 2 s timeout offline)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -223,14 +231,17 @@ class SyntheticTrainDataset(Dataset):
     brings new rain while a given key always gives the same patch.
 
     Args:
-        presets: rain presets to pick from, uniformly per item.
+        presets: rain presets or families (`RAIN_FAMILIES`, which give their presets) to pick
+            from, uniformly per item.
         patch_size: patch side for items indexed by a plain int.
         tile_stride: spacing of tile centres in pixels (64 gives 512 tiles).
         augment: see `PairTransform`.
         seed: the data seed.
-        photos: the photos to tile (default: the "train" split of `PHOTO_SPLITS`).
+        photos: the photos to tile: bundled photo names or photo file paths (default: the
+            "train" split of `PHOTO_SPLITS`).
         limit: keep at most this many tiles, evenly spaced (quick runs).
         rain: `RainConfig` settings that replace every preset's (e.g. rain_free, jpeg_share).
+        holdout: rain families left out of `presets` (one name, several, or None / "none").
     """
 
     has_rain = True
@@ -245,11 +256,13 @@ class SyntheticTrainDataset(Dataset):
         photos: Sequence[str] | None = None,
         limit: int | None = None,
         rain: Mapping[str, Any] | None = None,
+        holdout: Sequence[str] | str | None = (),
     ) -> None:
         if not presets:
             raise ValueError("a synthetic training set needs at least one rain preset")
+        self.presets = expand_presets(presets, holdout)
         self.generators = [
-            SyntheticRain(rain_config(name, **(rain or {})), seed) for name in presets
+            SyntheticRain(rain_config(name, **(rain or {})), seed) for name in self.presets
         ]
         self.patch_size = patch_size
         self.tile_stride = tile_stride
@@ -258,7 +271,7 @@ class SyntheticTrainDataset(Dataset):
         tiles = [
             (name, row, col)
             for name in self.photo_names
-            for row, col in _tile_centres(load_photo(name).shape[:2], tile_stride)
+            for row, col in _tile_centres(photo_size(name), tile_stride)
         ]
         self.tiles = evenly_spaced(tiles, limit)
         self.transform = PairTransform(augment)
@@ -278,7 +291,7 @@ class SyntheticTrainDataset(Dataset):
         rainy, clean, rain = self.transform(
             sample.rainy, sample.clean, sample.rain, key.patch_size, seed
         )
-        return to_item(rainy, clean, rain, f"{name}_{row}_{col}")
+        return to_item(rainy, clean, rain, f"{_photo_label(name)}_{row}_{col}")
 
 
 class SyntheticEvalDataset(Dataset):
@@ -289,12 +302,14 @@ class SyntheticEvalDataset(Dataset):
     as if read back from PNG files.
 
     Args:
-        split: "val" or "test" photos of `PHOTO_SPLITS` ("train" is allowed for inspection).
+        split: "val" or "test" photos of `PHOTO_SPLITS` ("train" is allowed for inspection);
+            it also keys the rain draws, so validation and test rain differ.
         preset: the rain preset.
         draws: rain draws per photo.
         max_side: longest side of the evaluated images in pixels.
         seed: the data seed.
         rain: `RainConfig` settings that replace the preset's (e.g. jpeg_share=1).
+        photos: the photos instead of the split's: bundled names or photo file paths.
     """
 
     has_rain = True
@@ -307,13 +322,14 @@ class SyntheticEvalDataset(Dataset):
         max_side: int = 512,
         seed: int = 0,
         rain: Mapping[str, Any] | None = None,
+        photos: Sequence[str] | None = None,
     ) -> None:
         if draws < 1:
             raise ValueError(f"draws must be at least 1, got {draws}")
         self.split = split
         self.preset = preset
         self.generator = SyntheticRain(rain_config(preset, **(rain or {})), seed)
-        self.photo_names = photo_names(split)
+        self.photo_names = tuple(photos) if photos is not None else photo_names(split)
         self.draws = draws
         self.max_side = max_side
 
@@ -324,8 +340,11 @@ class SyntheticEvalDataset(Dataset):
         photo_index, draw = divmod(index, self.draws)
         name = self.photo_names[photo_index]
         clean = fit_longest_side(load_photo(name), self.max_side)
-        sample = self.generator(clean, (_STAGE_KEYS[self.split], photo_index, draw), quantize=True)
-        return to_item(sample.rainy, sample.clean, sample.rain, f"{name}_{self.preset}_{draw}")
+        stage = _STAGE_KEYS.get(self.split, _STAGE_KEYS["test"])
+        sample = self.generator(clean, (stage, photo_index, draw), quantize=True)
+        return to_item(
+            sample.rainy, sample.clean, sample.rain, f"{_photo_label(name)}_{self.preset}_{draw}"
+        )
 
 
 def evenly_spaced(items: Sequence, limit: int | None) -> list:
@@ -336,6 +355,11 @@ def evenly_spaced(items: Sequence, limit: int | None) -> list:
         raise ValueError(f"limit must be at least 1, got {limit}")
     picks = np.unique(np.linspace(0, len(items) - 1, limit).round().astype(int))
     return [items[i] for i in picks]
+
+
+def _photo_label(name: str) -> str:
+    """A photo's name in item names: a bundled photo's name, or a photo file's stem."""
+    return Path(name).stem if is_photo_path(name) else name
 
 
 def _as_train_key(key: int | TrainKey, patch_size: int) -> TrainKey:

@@ -7,11 +7,20 @@ matplotlib's sample photo and the example photos of Gradio (the `demo` extra). T
 photograph, so no test scene is ever trained on: the two halves of the stereo pair show one
 scene and therefore stay together in training. Name several splits with "+", e.g.
 "train+extra".
+
+Any folder of clean photos (DIV2K, Flickr2K, one's own collection) serves as well:
+`folder_photos(path)` lists its photos (recursively; PNG, JPEG, TIFF, WebP, BMP, any size), and
+`load_photo` takes such a file's path wherever it takes a bundled photo's name. Folder photos
+keep their resolution (training cuts random crops from them); the most recently used ones stay
+decoded in memory up to `PHOTO_CACHE_BYTES`.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -19,6 +28,8 @@ from typing import Literal
 import numpy as np
 import skimage.data
 from PIL import Image
+
+from derain.data.io import is_image_file, read_image, read_image_size
 
 Split = Literal["train", "extra", "train+extra", "val", "test"]
 
@@ -77,12 +88,112 @@ def photo_names(split: Split) -> tuple[str, ...]:
     return tuple(names)
 
 
-@cache
+PHOTO_CACHE_BYTES = 2 * 1024**3
+"""Decoded folder photos kept in memory (per process), least recently used dropped first."""
+
+
+def is_photo_path(name: str) -> bool:
+    """True when `name` names a photo file (it has a folder part or an image suffix), False for
+    the name of a bundled photo."""
+    return os.sep in name or "/" in name or is_image_file(name)
+
+
+def folder_photos(folder: str | os.PathLike) -> tuple[str, ...]:
+    """Every photo under `folder` (recursively, hidden files and non-images skipped), as sorted
+    absolute paths.
+
+    Raises:
+        FileNotFoundError: `folder` is not a folder, or holds no photo; the message names it.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"photo folder {root} does not exist: give a folder of clean photos (PNG, JPEG, "
+            "TIFF, WebP), e.g. data.train.folders=[/data/DIV2K_train_HR]"
+        )
+    files = sorted(
+        str(path.resolve())
+        for path in root.rglob("*")
+        if path.is_file() and is_image_file(path) and not _hidden(path.relative_to(root))
+    )
+    if not files:
+        raise FileNotFoundError(
+            f"no photos under {root}: expected image files (.png, .jpg, .jpeg, .tif, .tiff, "
+            ".webp, .bmp) in it or its subfolders"
+        )
+    return tuple(files)
+
+
+def photo_list(
+    split: Split | None = None, folders: Sequence[str | os.PathLike] | None = None
+) -> tuple[str, ...]:
+    """The bundled photos of `split` (none when None) followed by every photo of `folders`.
+
+    Raises:
+        ValueError: neither gives a photo, or an unknown split.
+        FileNotFoundError: a folder is missing or holds no photo.
+    """
+    names = list(photo_names(split)) if split else []
+    for folder in folders or ():
+        names.extend(folder_photos(folder))
+    if not names:
+        raise ValueError(
+            "no photos: give a bundled photo split (train, extra, val, test) or photo folders"
+        )
+    return tuple(names)
+
+
+def photo_size(name: str) -> tuple[int, int]:
+    """(height, width) of a photo as `load_photo` returns it; folder photos read the header
+    only."""
+    if is_photo_path(name):
+        return read_image_size(name)
+    return load_photo(name).shape[:2]
+
+
 def load_photo(name: str) -> np.ndarray:
-    """A bundled photo as an H×W×3 float32 array in [0, 1] (grey textures repeated to RGB).
+    """A photo as an H×W×3 float32 array in [0, 1]: a bundled photo by name (grey textures
+    repeated to RGB, downscaled to `MAX_PHOTO_SIDE`), or a photo file by path (read as
+    `derain.data.read_image` reads it, at full resolution).
 
     The array is shared between calls and read-only; copy it before writing into it.
     """
+    if is_photo_path(name):
+        return _FOLDER_CACHE.get(str(name))
+    return _load_bundled(name)
+
+
+class _PhotoCache:
+    """Decoded photo files, least recently used dropped first past `PHOTO_CACHE_BYTES`."""
+
+    def __init__(self) -> None:
+        self._photos: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, path: str) -> np.ndarray:
+        photo = self._photos.get(path)
+        if photo is not None:
+            self._photos.move_to_end(path)
+            return photo
+        photo = read_image(path)
+        photo.setflags(write=False)
+        self._photos[path] = photo
+        self._bytes += photo.nbytes
+        while self._bytes > PHOTO_CACHE_BYTES and len(self._photos) > 1:
+            _, dropped = self._photos.popitem(last=False)
+            self._bytes -= dropped.nbytes
+        return photo
+
+
+_FOLDER_CACHE = _PhotoCache()
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+@cache
+def _load_bundled(name: str) -> np.ndarray:
     if name.startswith("stereo_motorcycle_"):
         left, right, _ = skimage.data.stereo_motorcycle()
         pixels = left if name.endswith("left") else right

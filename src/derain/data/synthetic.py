@@ -10,6 +10,16 @@ light. Beyond the papers' model, a `RainConfig` can draw the rain at a larger sc
 wide, soft streaks of full-HD and phone photos), out of focus, save the rainy input as JPEG (the
 clean target stays lossless), and leave a share of samples rain-free (input = target).
 
+Public rain sets were rendered in different ways, so the generator has several *families*
+(`RAIN_FAMILIES`), each a group of presets: "streak" (the papers' additive model above: light,
+heavy, large), "screen" (the image-editor recipe most benchmark sets used: blurred noise cut to
+its brightest specks by levels, motion-blurred along the rain and *screened* onto the photo),
+"veil" (dense rain under an accumulation veil that follows the scene: thicker far away, the
+colour of the photo's own sky) and "depth" (fine dense far streaks and large, soft, sparse near
+ones in one image). A training mix names families or presets; leaving one family out measures
+transfer to rain the model was not made from. Painted opaque lines (`scene_lines`) belong to
+the scene and stay in the target, so a model learns that a pole or a wire is not rain.
+
 Every random choice comes from `numpy.random.default_rng([seed, *key])`, so an image depends
 only on (seed, key), never on worker count, call order or device. Rendering is tensor code
 (torch FFT convolution, kornia blur and resizing) that runs on the CPU or, with `device`, on a
@@ -20,8 +30,9 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from statistics import NormalDist
 from typing import Any
 
 import kornia
@@ -63,6 +74,25 @@ class RainConfig:
         jpeg_quality: JPEG quality range (integers, both ends included).
         rain_free: probability that a sample has no rain at all: input = target (both through
             JPEG when the sample is a JPEG one, as a photo that came as JPEG).
+        seeds: how a layer's streaks start: "sparse" (each rendered pixel seeds a streak with
+            probability `density`, the papers' model) or "noise" (the image-editor recipe:
+            Gaussian noise blurred by `noise_blur`, levels keeping its brightest `density`
+            share, so specks vary in size and brightness).
+        noise_blur: per layer, σ in rendered pixels of the blur of "noise" seeds.
+        blend: how rain meets the photo: "add" (O = B + R) or "screen"
+            (O = 1 − (1 − B)(1 − R), the image editors' blend: rain shows less on bright areas).
+        haze: with `transmission`, "uniform" (one T and a grey A everywhere, the papers' model)
+            or "scene" (rain accumulation: T falls with a depth guess, more veil towards the top
+            and in a smooth random field; A is the colour of the photo's brightest region mixed
+            with grey, so a bright sky is not what rain looks like).
+        layer_scale: per layer, its own `scale` (overriding the per-image one): rain at depth.
+            Layers drawn larger are nearer: their streaks are longer, wider and sparser.
+        near_defocus: σ in rendered pixels of the blur added per unit of a layer's scale above
+            1 (near rain is out of focus); 0 for none.
+        scene_lines: probability that opaque straight lines (poles, wires, masts, edges of
+            façades) are painted into the photo before the rain; they are part of the clean
+            target, in rain-free samples too.
+        scene_line_count: number of lines in such a sample (integers, both ends included).
     """
 
     layers: tuple[int, int] = (1, 1)
@@ -80,9 +110,34 @@ class RainConfig:
     jpeg_share: float = 0.0
     jpeg_quality: tuple[int, int] = (60, 95)
     rain_free: float = 0.0
+    seeds: str = "sparse"
+    noise_blur: Range = (0.5, 1.0)
+    blend: str = "add"
+    haze: str = "uniform"
+    layer_scale: Range | None = None
+    near_defocus: float = 0.0
+    scene_lines: float = 0.0
+    scene_line_count: tuple[int, int] = (1, 4)
 
     def __post_init__(self) -> None:
-        for name in ("jpeg_share", "rain_free"):
+        for name, allowed in (
+            ("seeds", ("sparse", "noise")),
+            ("blend", ("add", "screen")),
+            ("haze", ("uniform", "scene")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"rain setting {name} must be one of {', '.join(allowed)}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        if self.layer_scale is not None and min(self.layer_scale) < 1:
+            raise ValueError(f"rain setting layer_scale must be at least 1, got {self.layer_scale}")
+        if not 0 <= self.scene_line_count[0] <= self.scene_line_count[1]:
+            raise ValueError(
+                f"rain setting scene_line_count must be (low, high) with 0 <= low <= high, "
+                f"got {self.scene_line_count}"
+            )
+        for name in ("jpeg_share", "rain_free", "scene_lines"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(
@@ -143,12 +198,70 @@ DEFOCUS_RAIN = RainConfig(
 )
 """Rain seen out of focus, close to the lens: sparse, soft, faint blobs and short smears."""
 
+SCREEN_RAIN = RainConfig(
+    layers=(1, 4),
+    density=(0.01, 0.06),
+    length=(8.0, 50.0),
+    angle=(-40.0, 40.0),
+    layer_angle=(-15.0, 15.0),
+    width=(1.0, 2.5),
+    intensity=(0.35, 1.0),
+    seeds="noise",
+    noise_blur=(0.4, 1.2),
+    blend="screen",
+)
+"""The image-editor recipe of most benchmark sets (Rain800, Rain1400, Rain12): specks from
+blurred noise cut by levels, motion-blurred along the rain, screened onto the photo; one to four
+directions, sparse to dense, short to long."""
+
+VEIL_RAIN = RainConfig(
+    layers=(2, 4),
+    density=(0.006, 0.02),
+    length=(8.0, 35.0),
+    angle=(-25.0, 25.0),
+    layer_angle=(-10.0, 10.0),
+    width=(1.0, 2.0),
+    intensity=(0.2, 0.55),
+    transmission=(0.45, 0.85),
+    atmospheric_light=(0.7, 0.95),
+    haze="scene",
+)
+"""Dense heavy rain under a veil of accumulation that follows the scene (thicker far away, the
+colour of the photo's sky)."""
+
+DEPTH_RAIN = RainConfig(
+    layers=(3, 5),
+    density=(0.003, 0.01),
+    length=(10.0, 30.0),
+    angle=(-25.0, 25.0),
+    layer_angle=(-8.0, 8.0),
+    width=(1.0, 2.0),
+    intensity=(0.25, 0.7),
+    layer_scale=(1.0, 5.0),
+    near_defocus=0.4,
+)
+"""Rain at several depths in one image: far streaks fine and dense, near streaks large, soft and
+sparse (each layer at its own scale, blurred by its nearness)."""
+
 RAIN_PRESETS: dict[str, RainConfig] = {
     "light": LIGHT_RAIN,
     "heavy": HEAVY_RAIN,
     "large": LARGE_RAIN,
     "defocus": DEFOCUS_RAIN,
+    "screen": SCREEN_RAIN,
+    "veil": VEIL_RAIN,
+    "depth": DEPTH_RAIN,
 }
+
+RAIN_FAMILIES: dict[str, tuple[str, ...]] = {
+    "streak": ("light", "heavy", "large"),
+    "screen": ("screen",),
+    "veil": ("veil",),
+    "depth": ("depth",),
+}
+"""Groups of presets rendered the same way; a training mix may name a family for its presets.
+("defocus" belongs to none: its faint blobs look like image content, see
+conf/experiment/default_model.yaml.)"""
 
 
 def rain_preset(name: str) -> RainConfig:
@@ -159,6 +272,47 @@ def rain_preset(name: str) -> RainConfig:
         raise ValueError(
             f"unknown rain preset {name!r}: expected one of {', '.join(RAIN_PRESETS)}"
         ) from None
+
+
+def expand_presets(
+    names: Iterable[str], holdout: Iterable[str] | str | None = ()
+) -> tuple[str, ...]:
+    """Preset names for a mix of presets and families, in order (a family gives its presets),
+    without the presets of the `holdout` families (one name, several, or None / "none").
+
+    Raises:
+        ValueError: an unknown name (the message lists presets and families), a holdout that is
+            not a family, or nothing left.
+    """
+    if holdout is None or holdout == "none":
+        holdout = ()
+    elif isinstance(holdout, str):
+        holdout = (holdout,)
+    names, holdout = list(names), list(holdout)
+    unknown = [name for name in holdout if name not in RAIN_FAMILIES]
+    if unknown:
+        raise ValueError(
+            f"unknown rain family {', '.join(unknown)} to hold out: expected some of "
+            f"{', '.join(RAIN_FAMILIES)}"
+        )
+    excluded = {preset for family in holdout for preset in RAIN_FAMILIES[family]}
+    presets: list[str] = []
+    for name in names:
+        if name in RAIN_FAMILIES:
+            presets.extend(RAIN_FAMILIES[name])
+        elif name in RAIN_PRESETS:
+            presets.append(name)
+        else:
+            raise ValueError(
+                f"unknown rain preset or family {name!r}: presets are {', '.join(RAIN_PRESETS)}; "
+                f"families are {', '.join(RAIN_FAMILIES)}"
+            )
+    kept = tuple(preset for preset in presets if preset not in excluded)
+    if not kept:
+        raise ValueError(
+            f"no rain left: {', '.join(names)} without the held-out {', '.join(holdout)}"
+        )
+    return kept
 
 
 def rain_config(preset: str | RainConfig, **options: Any) -> RainConfig:
@@ -291,8 +445,9 @@ class SyntheticRain:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         """`render_tensor`, with the rain layer left as a 3-channel view of one plane."""
         config = self.config
-        # the photo-like options draw from a child stream: the papers' presets keep their draws
+        # the photo-like options draw from child streams: the papers' presets keep their draws
         options = rng.spawn(1)[0]
+        extras = rng.spawn(1)[0]
         rain_free = bool(options.random() < config.rain_free)
         jpeg_quality = (
             int(options.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
@@ -301,27 +456,35 @@ class SyntheticRain:
         )
         clean = clean.float()
         height, width = clean.shape[-2:]
+        params: dict[str, Any] = {"rain_free": rain_free, "jpeg_quality": jpeg_quality}
+        if extras.random() < config.scene_lines:
+            clean, lines = paint_lines(clean, extras, config.scene_line_count)
+            params["scene_lines"] = lines
         if quantize:
             clean = _quantize(clean)
-        params: dict[str, Any] = {"rain_free": rain_free, "jpeg_quality": jpeg_quality}
         if rain_free:
             if jpeg_quality is not None:
                 clean = jpeg(clean, jpeg_quality)
             return clean, clean, torch.zeros_like(clean), params
         scale = float(options.uniform(*config.scale))
-        streaks, layer_params = self._rain_layer(height, width, scale, rng, options)
+        streaks, layer_params = self._rain_layer(height, width, scale, rng, options, extras)
         params.update(layer_params, scale=scale)
         if quantize:
             streaks = _quantize(streaks)
         rain = streaks.expand(3, height, width)
-        rainy = clean + rain
+        rainy = clean + rain if config.blend == "add" else clean + rain - clean * rain
         if config.transmission is not None:
             transmission = float(rng.uniform(*config.transmission))
             light = float(rng.uniform(*config.atmospheric_light))
-            rainy = transmission * rainy + (1.0 - transmission) * light
+            if config.haze == "scene":
+                veil, colour = scene_haze(clean, transmission, light, extras)
+                rainy = veil * rainy + (1.0 - veil) * colour
+                params.update(atmospheric_colour=colour.flatten().tolist())
+            else:
+                rainy = transmission * rainy + (1.0 - transmission) * light
             params.update(transmission=transmission, atmospheric_light=light)
         rainy = rainy.clamp(0.0, 1.0)
-        if quantize and config.transmission is not None:
+        if quantize and (config.transmission is not None or config.blend != "add"):
             rainy = _quantize(rainy)
         if jpeg_quality is not None:
             rainy = jpeg(rainy, jpeg_quality)
@@ -334,13 +497,19 @@ class SyntheticRain:
         scale: float,
         rng: np.random.Generator,
         options: np.random.Generator,
+        extras: np.random.Generator,
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """1×H×W streak layer in [0, 1] and the values drawn for it."""
+        """1×H×W streak layer in [0, 1] and the values drawn for it.
+
+        Layers share one grid rendered at 1/scale of the image, or, with `layer_scale`, each
+        is rendered at its own scale and resized before they are added.
+        """
         config = self.config
-        rendered = (max(1, math.ceil(height / scale)), max(1, math.ceil(width / scale)))
+        rendered = _rendered_size(height, width, scale)
         base_angle = float(rng.uniform(*config.angle))
         layers = int(rng.integers(config.layers[0], config.layers[1] + 1))
         total = torch.zeros(rendered, device=self.device)
+        full = torch.zeros((height, width), device=self.device)
         layer_params = []
         for _ in range(layers):
             layer = {
@@ -351,32 +520,132 @@ class SyntheticRain:
                 "intensity": float(rng.uniform(*config.intensity)),
                 "defocus": float(options.uniform(*config.defocus)),
             }
-            kernel = streak_kernel(layer["length"], layer["angle"], layer["width"], self.device)
-            # seeds on a canvas larger by the kernel, so streaks enter across the border
-            canvas = (rendered[0] + kernel.shape[0] - 1, rendered[1] + kernel.shape[1] - 1)
+            if config.seeds == "noise":
+                layer["noise_blur"] = float(extras.uniform(*config.noise_blur))
+            if config.layer_scale is None:
+                total += self._streaks(rendered, layer, rng)
+            else:
+                layer["scale"] = float(extras.uniform(*config.layer_scale))
+                layer["defocus"] += config.near_defocus * (layer["scale"] - 1.0)
+                own = _rendered_size(height, width, layer["scale"])
+                full += _resize(self._streaks(own, layer, rng).clamp(0.0, 1.0), (height, width))
+            layer_params.append(layer)
+        if config.layer_scale is not None:
+            return full.clamp(0.0, 1.0)[None], {"base_angle": base_angle, "layers": layer_params}
+        total = total.clamp(0.0, 1.0)
+        if rendered != (height, width):
+            total = _resize(total, (height, width)).clamp(0.0, 1.0)
+        return total[None], {"base_angle": base_angle, "layers": layer_params}
+
+    def _streaks(
+        self, rendered: tuple[int, int], layer: dict[str, float], rng: np.random.Generator
+    ) -> torch.Tensor:
+        """One layer's streaks on a `rendered` grid, peak `layer["intensity"]` (or all zero)."""
+        kernel = streak_kernel(layer["length"], layer["angle"], layer["width"], self.device)
+        # seeds on a canvas larger by the kernel, so streaks enter across the border
+        canvas = (rendered[0] + kernel.shape[0] - 1, rendered[1] + kernel.shape[1] - 1)
+        if self.config.seeds == "noise":
+            seeds = _level_cut_noise(canvas, layer["density"], layer["noise_blur"], rng)
+        else:
             count = int(rng.binomial(canvas[0] * canvas[1], layer["density"]))
-            values = rng.uniform(*config.seed_value, count).astype(np.float32)
+            values = rng.uniform(*self.config.seed_value, count).astype(np.float32)
             positions = rng.integers(0, canvas[0] * canvas[1], count)
             # seeds are placed in NumPy (a repeated position keeps its last value, on any device)
-            seeds = np.zeros(canvas[0] * canvas[1], dtype=np.float32)
-            seeds[positions] = values
-            streaks = convolve_valid(
-                torch.from_numpy(seeds.reshape(canvas)).to(self.device), kernel
-            )
-            if layer["defocus"] > 0:
-                streaks = _blur(streaks, layer["defocus"])
-            peak = float(streaks.max())
-            if peak > 0:
-                # FFT round-off leaves ~1e-7 everywhere; keep the layer exactly zero off-streak
-                streaks = torch.where(streaks < _FFT_NOISE * peak, 0.0, streaks)
-                total += streaks * (layer["intensity"] / peak)
-            layer_params.append(layer)
-        total = total.clamp(0.0, 1.0)[None]
-        if rendered != (height, width):
-            total = kornia.geometry.transform.resize(
-                total[None], (height, width), interpolation="bilinear", antialias=True
-            )[0].clamp(0.0, 1.0)
-        return total, {"base_angle": base_angle, "layers": layer_params}
+            flat = np.zeros(canvas[0] * canvas[1], dtype=np.float32)
+            flat[positions] = values
+            seeds = flat.reshape(canvas)
+        streaks = convolve_valid(torch.from_numpy(seeds).to(self.device), kernel)
+        if layer["defocus"] > 0:
+            streaks = _blur(streaks, layer["defocus"])
+        peak = float(streaks.max())
+        if peak <= 0:
+            return torch.zeros_like(streaks)
+        # FFT round-off leaves ~1e-7 everywhere; keep the layer exactly zero off-streak
+        streaks = torch.where(streaks < _FFT_NOISE * peak, 0.0, streaks)
+        return streaks * (layer["intensity"] / peak)
+
+
+def paint_lines(
+    image: torch.Tensor, rng: np.random.Generator, count: tuple[int, int] = (1, 4)
+) -> tuple[torch.Tensor, list[dict[str, float]]]:
+    """`image` (3×H×W in [0, 1]) with opaque, anti-aliased straight lines painted in: the
+    poles, wires, masts and façade edges that rain is mistaken for.
+
+    Most lines run within 30° of vertical (where rain falls), bright or dark, 1–4 pixels wide,
+    a third to one and a half times the image's longest side long.
+
+    Returns:
+        The painted image (a new tensor) and each line's values.
+    """
+    height, width = image.shape[-2:]
+    rows = torch.arange(height, device=image.device, dtype=torch.float32)[:, None]
+    cols = torch.arange(width, device=image.device, dtype=torch.float32)[None, :]
+    painted = image.clone()
+    lines = []
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
+        steep = rng.random() < 0.7
+        angle = float(rng.uniform(-30, 30) if steep else rng.uniform(-90, 90))
+        bright = rng.random() < 0.6
+        grey = float(rng.uniform(0.75, 1.0) if bright else rng.uniform(0.0, 0.3))
+        tint = rng.uniform(-0.08, 0.08, 3)
+        line = {
+            "row": float(rng.uniform(0, height)),
+            "col": float(rng.uniform(0, width)),
+            "angle": angle,
+            "length": float(rng.uniform(0.33, 1.5) * max(height, width)),
+            "width": float(rng.uniform(1.0, 4.0)),
+            "opacity": float(rng.uniform(0.8, 1.0)),
+        }
+        theta = math.radians(angle)
+        down, right = math.cos(theta), math.sin(theta)
+        dy, dx = rows - line["row"], cols - line["col"]
+        along = (dy * down + dx * right).clamp(-line["length"] / 2, line["length"] / 2)
+        distance = torch.sqrt((dy - along * down) ** 2 + (dx - along * right) ** 2)
+        # coverage of each pixel by a bar of the line's width: 1 inside, a one-pixel ramp
+        coverage = (line["width"] / 2 + 0.5 - distance).clamp(0.0, 1.0) * line["opacity"]
+        colour = torch.tensor(
+            np.clip(grey + tint, 0.0, 1.0), dtype=torch.float32, device=image.device
+        )[:, None, None]
+        painted = painted * (1 - coverage) + colour * coverage
+        lines.append({**line, "colour": colour.flatten().tolist()})
+    return painted, lines
+
+
+def scene_haze(
+    clean: torch.Tensor, transmission: float, grey: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A veil of rain accumulation that follows the scene.
+
+    Args:
+        clean: 3×H×W photo in [0, 1].
+        transmission: the transmission T of the farthest point; the nearest keeps between T
+            and 1.
+        grey: a grey level the veil's colour is partly mixed with.
+
+    Returns:
+        The transmission map (1×H×W: less towards the top of the frame and in a smooth random
+        field, a guess at depth) and the veil's colour (3×1×1: the mean of the photo's
+        brightest 1% of pixels, mixed with `grey` by a drawn share of at most one half).
+    """
+    height, width = clean.shape[-2:]
+    device = clean.device
+    tilt = float(rng.uniform(0.3, 1.0))
+    coarse = torch.from_numpy(rng.random((1, 1, 4, 4)).astype(np.float32)).to(device)
+    field_ = kornia.geometry.transform.resize(
+        coarse, (height, width), interpolation="bilinear", align_corners=True
+    )[0]
+    vertical = torch.linspace(1.0, 0.0, height, device=device)[None, :, None]
+    depth = tilt * vertical + (1.0 - tilt) * field_
+    depth = (depth - depth.min()) / (depth.max() - depth.min()).clamp_min(1e-6)
+    near = float(rng.uniform(transmission, 1.0))
+    veil = near + (transmission - near) * depth
+    luminance = clean.mean(dim=0).flatten()
+    count = max(1, luminance.numel() // 100)
+    brightest = torch.topk(luminance, count).indices
+    sky = clean.flatten(1)[:, brightest].mean(dim=1)
+    share = float(rng.uniform(0.0, 0.5))
+    colour = ((1 - share) * sky + share * grey).clamp(0.0, 1.0)[:, None, None]
+    return veil, colour
 
 
 def jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
@@ -403,6 +672,35 @@ def config_as_dict(config: RainConfig) -> dict[str, Any]:
         key: list(value) if isinstance(value, tuple) else value
         for key, value in asdict(config).items()
     }
+
+
+def _rendered_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return max(1, math.ceil(height / scale)), max(1, math.ceil(width / scale))
+
+
+def _resize(layer: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An H×W layer resized to `size` (bilinear, antialiased)."""
+    if tuple(layer.shape) == tuple(size):
+        return layer
+    return kornia.geometry.transform.resize(
+        layer[None, None], size, interpolation="bilinear", antialias=True
+    )[0, 0]
+
+
+def _level_cut_noise(
+    canvas: tuple[int, int], share: float, sigma: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Seeds of the image-editor recipe: Gaussian noise blurred by `sigma`, then levels that
+    keep only its brightest `share` of pixels, stretched to (0, 1]."""
+    noise = torch.from_numpy(rng.standard_normal(canvas).astype(np.float32))
+    if sigma > 0:
+        size = 2 * math.ceil(3 * sigma) + 1
+        noise = kornia.filters.gaussian_blur2d(
+            noise[None, None], (size, size), (sigma, sigma), border_type="reflect"
+        )[0, 0]
+    spread = float(noise.std())
+    threshold = spread * NormalDist().inv_cdf(1.0 - share)
+    return ((noise - threshold) / spread).clamp(0.0, 1.0).numpy()
 
 
 def _blur(layer: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -33,11 +33,14 @@ def _columns(results: dict[str, dict[str, float]]) -> tuple[str, ...]:
 
 
 def with_mean(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Adds the row "mean": the unweighted mean of the per-set means (the papers' "average")."""
-    if not results:
-        return {}
-    mean = {k: statistics.fmean(r[k] for r in results.values()) for k in _columns(results)}
-    mean["images"] = sum(int(r["images"]) for r in results.values())
+    """Adds the row "mean": the unweighted mean of the per-set means (the papers' "average")
+    over the rainy sets; a rain-free set (input PSNR infinite: input = target) has no gain to
+    average and is left out of it."""
+    rainy = [r for r in results.values() if np.isfinite(r["input_psnr"])]
+    if not rainy:
+        return dict(results)
+    mean = {k: statistics.fmean(r[k] for r in rainy) for k in _columns(results)}
+    mean["images"] = sum(int(r["images"]) for r in rainy)
     return {**results, "mean": mean}
 
 
