@@ -78,3 +78,22 @@ def test_writer_refuses_non_empty_folder(tmp_path):
         write_synthetic_set(tmp_path, count=1, size=16)
     write_synthetic_set(tmp_path, count=1, size=16, overwrite=True)
     assert (tmp_path / "input" / "001.png").is_file()
+
+
+def test_cli_renders_a_rain_family_on_ones_own_photos(tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "mine" / "holiday"
+    photos.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("beach.jpg", "hill.png"):
+        Image.fromarray(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)).save(photos / name)
+    out = tmp_path / "synth"
+    proc = run_synth(f"out={out}", "n=4", "size=40", "preset=screen", f"photos={tmp_path / 'mine'}")
+    assert proc.returncode == 0, proc.stderr
+    params = json.loads((out / "params.json").read_text())
+    used = [Path(image["photo"]).name for image in params["images"]]
+    assert used == ["beach.jpg", "hill.png", "beach.jpg", "hill.png"]
+    assert params["config"]["blend"] == "screen" and params["photos"] == str(tmp_path / "mine")
+    missing = run_synth(f"out={tmp_path / 'other'}", f"photos={tmp_path / 'nowhere'}")
+    assert missing.returncode != 0 and "nowhere does not exist" in missing.stderr

@@ -3,6 +3,7 @@
     derain-synth out=data/synth_light
     derain-synth out=data/synth_heavy preset=heavy n=500 size=256 layout=jorder seed=1
     derain-synth out=data/synth_jpeg 'rain={jpeg_share: 1, jpeg_quality: [80, 80]}'
+    derain-synth out=data/synth_screen preset=screen photos=/data/my_photos
 
 Options are in conf/synth.yaml; the files are described in `derain.data.synthetic_set`.
 """
@@ -30,8 +31,9 @@ def main(cfg: DictConfig) -> None:
             seed=cfg.seed,
             overwrite=cfg.overwrite,
             rain=OmegaConf.to_container(cfg.rain) if cfg.rain is not None else None,
+            photos=cfg.photos,
         )
-    except (OutputFolderNotEmptyError, ValueError) as err:
+    except (OutputFolderNotEmptyError, ValueError, FileNotFoundError) as err:
         raise SystemExit(f"derain-synth: {err}") from None
     print(
         f"wrote {cfg.n} {cfg.preset} rain pairs of {cfg.size}×{cfg.size} px to {params.parent} "

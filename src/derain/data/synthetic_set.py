@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from derain.data.io import write_image
-from derain.data.photos import Split, crop_around, load_photo, photo_names
+from derain.data.photos import Split, crop_around, load_photo, photo_list
 from derain.data.synthetic import SyntheticRain, config_as_dict, rain_config
 
 FileLayout = Literal["rain13k", "jorder"]
@@ -37,12 +37,14 @@ def write_synthetic_set(
     seed: int = 0,
     overwrite: bool = False,
     rain: dict[str, Any] | None = None,
+    photos: str | os.PathLike | None = None,
 ) -> Path:
     """Render `count` rainy/clean/rain-layer triples of size×size pixels into `out`.
 
     Example i is a crop of photo i mod P of `split` (P photos), at a position and with rain
     drawn from (seed, i); `rain` replaces settings of the preset (`RainConfig` fields, e.g.
-    jpeg_share=1 for JPEG-compressed rainy images). Layouts:
+    jpeg_share=1 for JPEG-compressed rainy images). With `photos` (a folder of clean photos,
+    searched recursively), the crops come from its photos instead of the bundled ones. Layouts:
       - "rain13k": input/NAME.png, target/NAME.png, rain_layer/NAME.png
       - "jorder": rainy/rain-N.png, norain-N.png, rainstreak-N.png (N from 1)
 
@@ -52,6 +54,7 @@ def write_synthetic_set(
     Raises:
         OutputFolderNotEmptyError: `out` holds files and `overwrite` is False.
         ValueError: unknown preset, layout or split, or a non-positive count/size.
+        FileNotFoundError: `photos` is not a folder or holds no photo.
     """
     out = Path(out).expanduser()
     if layout not in _NAMERS:
@@ -64,12 +67,12 @@ def write_synthetic_set(
         )
     config = rain_config(preset, **(rain or {}))
     generator = SyntheticRain(config, seed)
-    photos = photo_names(split)
+    names = photo_list(None, [photos]) if photos is not None else photo_list(split)
     name_files = _NAMERS[layout]
     digits = max(3, len(str(count)))
     records = []
     for index in range(count):
-        photo = photos[index % len(photos)]
+        photo = names[index % len(names)]
         image = load_photo(photo)
         rng = np.random.default_rng([seed, index])
         row = int(rng.integers(image.shape[0]))
@@ -94,7 +97,8 @@ def write_synthetic_set(
         "config": config_as_dict(config),
         "seed": seed,
         "size": size,
-        "split": split,
+        "split": None if photos is not None else split,
+        "photos": None if photos is None else str(photos),
         "layout": layout,
         "images": records,
     }
