@@ -1,0 +1,93 @@
+"""Runs that are not trained twice: the points of a study (conf/experiment/ablation.yaml).
+
+With `skip_finished: true` a run whose folder already holds finished.json (written after its
+test results) from the same settings returns those results instead of training again, and one
+stopped before that resumes from its own checkpoints/last.ckpt. A long sweep is therefore
+resumed, or extended with more seeds, by starting the same command again. Settings that do not
+change what is trained and tested (loggers, tags, folders) may differ between the two starts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+FINISHED_FILE = "finished.json"
+
+IGNORED = (
+    "paths",
+    "logger",
+    "tags",
+    "run_name",
+    "ckpt_path",
+    "skip_finished",
+    "retain_freed_memory",
+)
+"""Top-level settings that a finished run may differ in from the one started again."""
+
+
+def run_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved settings that decide a run's results (JSON types)."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    for key in IGNORED:
+        settings.pop(key, None)
+    return json.loads(json.dumps(settings, default=str))
+
+
+def finished_result(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
+    """The stored result of a finished run in `out_dir` (as `derain.training.train` returns
+    it, with "skipped": True), or None when it has not finished.
+
+    Raises ValueError when the folder's run finished with other settings: its results stay.
+    """
+    path = out_dir / FINISHED_FILE
+    if not path.is_file():
+        return None
+    stored = json.loads(path.read_text())
+    settings = run_settings(cfg)
+    if stored["settings"] != settings:
+        changed = sorted(_differences(stored["settings"], settings))
+        raise ValueError(
+            f"{out_dir} holds a finished run with other settings ({', '.join(changed[:8])}): "
+            "its results are kept. Give the new runs their own folder (for a study: another "
+            "study.name), or delete that folder to train it again"
+        )
+    results = json.loads((out_dir / "results.json").read_text())
+    test = {k: v for k, v in results["sets"].items() if k != "mean"}
+    return {
+        "metrics": stored["metrics"],
+        "output_dir": str(out_dir),
+        "test": test,
+        "paths": stored["paths"],
+        "skipped": True,
+    }
+
+
+def record_finished(cfg: DictConfig, result: dict[str, Any]) -> Path:
+    """Writes finished.json (the run's settings, final metrics and result files) into its
+    folder: the mark `finished_result` looks for."""
+    out_dir = Path(result["output_dir"])
+    path = out_dir / FINISHED_FILE
+    record = {
+        "settings": run_settings(cfg),
+        "metrics": result["metrics"],
+        "paths": result.get("paths", {}),
+    }
+    path.write_text(json.dumps(record, indent=2))
+    return path
+
+
+def own_checkpoint(out_dir: Path) -> str | None:
+    """The run folder's own last.ckpt, to resume a run that stopped before it finished."""
+    last = out_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
