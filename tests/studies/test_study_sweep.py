@@ -12,16 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from derain.paths import config_dir
+from derain.studies.budgets import STUDY_SMOKE_OVERRIDES
 from derain.studies.results import read_runs, study_table
-from helpers import TINY, run_cli
+from helpers import run_cli
 
-# the tests' tiny budget, as a study: every validation recorded for the curve
-STUDY_TINY = [
-    "experiment=ablation",
-    *(o for o in TINY if not o.startswith("trainer.max_steps")),
-    "study.budget=3",
-    "trainer.check_val_every_n_epoch=1",
-]
+STUDY_TINY = list(STUDY_SMOKE_OVERRIDES)
 
 
 def sweep(root, *args, check=True):

@@ -96,3 +96,13 @@ def get_scale(scale: str | Scale) -> Scale:
             f"unknown scale {scale!r}: choose one of {', '.join(SCALES)} (DERAIN_SCALE / the "
             "notebook's `scale` parameter)"
         ) from None
+
+
+STUDY_SMOKE_OVERRIDES = (
+    "experiment=ablation",
+    *(o for o in SMOKE_OVERRIDES if not o.startswith("trainer.max_steps")),
+    "study.budget=3",
+    "trainer.check_val_every_n_epoch=1",  # a validation per step: a curve of three points
+)
+"""conf/experiment/ablation.yaml at the smallest size: each point of a sweep in seconds (the
+tests' and the notebook's smoke studies)."""

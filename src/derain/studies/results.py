@@ -530,3 +530,24 @@ def plot_quality_vs_cost(table: StudyTable) -> Figure:
     ax.set_ylabel("mean PSNR over test sets (dB)")
     ax.grid(alpha=0.3)
     return fig
+
+
+# ----------------------------------------------------------------------------- launching
+def sweep_command(
+    variants: Sequence[str], seeds: Sequence[int], study: str, overrides: Sequence[str] = ()
+) -> list[str]:
+    """The `derain-train -m experiment=ablation ...` command line of a study (this Python's),
+    for a notebook or script that launches a sweep itself; `overrides` come last."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "derain.cli.train",
+        "-m",
+        "experiment=ablation",
+        f"model/ablation={','.join(variants)}",
+        f"seed={','.join(str(s) for s in seeds)}",
+        f"study.name={study}",
+        *overrides,
+    ]
