@@ -139,3 +139,15 @@ def test_points_are_wandb_runs_grouped_by_study_and_tagged_with_variant_and_seed
     assert wandb["tags"] == ["ablation", "widened", "no_mam", "seed2"]
     assert cfg.hydra.sweep.subdir == "no_mam/seed2"
     assert cfg.trainer.max_steps == cfg.study.budget and cfg.trainer.max_time is None
+
+
+def test_a_point_stopped_before_it_finished_trains_again_to_the_same_scores(study):
+    root, folder = study
+    point = folder / "no_mam" / "seed1"
+    scores = (point / "per_image.csv").read_text()
+    for name in ("finished.json", "results.json", "per_image.csv"):  # as if stopped in testing
+        (point / name).unlink()
+    proc = sweep(root, "model/ablation=no_mam", "seed=1", "study.name=t")
+    assert "skipped:" not in proc.stdout + proc.stderr
+    assert (point / "per_image.csv").read_text() == scores
+    assert (point / "finished.json").is_file()

@@ -1,10 +1,12 @@
 """Runs that are not trained twice: the points of a study (conf/experiment/ablation.yaml).
 
 With `skip_finished: true` a run whose folder already holds finished.json (written after its
-test results) from the same settings returns those results instead of training again, and one
-stopped before that resumes from its own checkpoints/last.ckpt. A long sweep is therefore
-resumed, or extended with more seeds, by starting the same command again. Settings that do not
-change what is trained and tested (loggers, tags, folders) may differ between the two starts.
+test results) from the same settings returns those results instead of training again. A long
+sweep is therefore resumed, or extended with more seeds, by starting the same command again.
+A run stopped before it finished trains again from the start, so that its numbers are those
+of an uninterrupted run (a requeued SLURM job still resumes from its own checkpoint). Settings
+that do not change what is trained and tested (loggers, tags, folders) may differ between the
+two starts.
 """
 
 from __future__ import annotations
@@ -78,12 +80,6 @@ def record_finished(cfg: DictConfig, result: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(record, indent=2))
     return path
-
-
-def own_checkpoint(out_dir: Path) -> str | None:
-    """The run folder's own last.ckpt, to resume a run that stopped before it finished."""
-    last = out_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:

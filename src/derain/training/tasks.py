@@ -139,13 +139,11 @@ def _start(cfg: DictConfig) -> Path:
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = _start(cfg)
-    resume_from = None
     if cfg.get("skip_finished", False):  # a point of a study (derain.training.finished)
         done = finished.finished_result(cfg, out_dir)
         if done is not None:
             log.info("skipped: %s holds this run's results (%s)", out_dir, finished.FINISHED_FILE)
             return done
-        resume_from = None if cfg.get("ckpt_path") else finished.own_checkpoint(out_dir)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -159,9 +157,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    ckpt_path = resume_from or resolve_ckpt_path(
-        cfg.get("ckpt_path"), cfg, requeued=slurm_requeued()
-    )
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg, requeued=slurm_requeued())
     last = out_dir / "checkpoints" / "last.ckpt"
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
