@@ -69,8 +69,7 @@ SCALES: dict[str, Scale] = {
             # the paper's loss weights (the demo weighs SSIM 3×): the study compares networks
             "loss.ssim_weight=0.15",
             # the paper's 8 flips/rotations and a single test pass (the demo trains on the 4
-            # orientation-keeping flips and tests their ensemble): docs/experiments.md's table
-            # was measured so
+            # orientation-keeping flips and tests their ensemble), as experiment=ablation
             "data.augment=d4",
             "module.self_ensemble=null",
             "callbacks.progress_bar=null",

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from derain.studies.ablation import REFERENCE
 from derain.studies.curves import CURVE_FILE
 
-REFERENCE = "full"  # the variant every Δ is taken against: conf/model/ablation/full.yaml
 VERDICTS = ("better", "worse", "not resolved")
 
 
