@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -87,6 +88,13 @@ def test_a_restarted_sweep_skips_finished_points_and_an_extended_one_trains_only
     again = root / "logs" / "ablation" / "again" / "full" / "seed1" / "per_image.csv"
     assert again.read_text() == first
     assert (folder / "full" / "seed2" / "per_image.csv").read_text() != first
+
+
+def test_a_moved_study_folder_still_holds_finished_points(study, tmp_path):
+    root, _ = study
+    shutil.copytree(root / "logs", tmp_path / "logs")
+    proc = sweep(tmp_path, "model/ablation=full,no_mam", "seed=1", "study.name=t")
+    assert (proc.stdout + proc.stderr).count("skipped:") == 2
 
 
 def test_a_point_finished_with_other_settings_is_kept_and_named(study):

@@ -32,11 +32,25 @@ IGNORED = (
 
 
 def run_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved settings that decide a run's results (JSON types)."""
+    """The resolved settings that decide a run's results (JSON types); paths inside the run
+    folder are relative to it, so a study folder may be moved."""
     settings = OmegaConf.to_container(cfg, resolve=True)
+    folder = settings.get("paths", {}).get("output_dir")
     for key in IGNORED:
         settings.pop(key, None)
-    return json.loads(json.dumps(settings, default=str))
+    return json.loads(
+        json.dumps(_relative(settings, str(folder)) if folder else settings, default=str)
+    )
+
+
+def _relative(value: Any, folder: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _relative(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, folder) for v in value]
+    if isinstance(value, str) and value.startswith(folder):
+        return "<run folder>" + value[len(folder) :]
+    return value
 
 
 def finished_result(cfg: DictConfig, out_dir: Path) -> dict[str, Any] | None:
