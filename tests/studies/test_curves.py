@@ -4,6 +4,7 @@ they were reached at, continued across a resume."""
 from __future__ import annotations
 
 import csv
+import json
 from types import SimpleNamespace
 
 import torch
@@ -61,6 +62,10 @@ def test_the_clock_counts_training_only_and_continues_after_a_resume(tmp_path, m
     clock.now = 100.0  # the resumed run starts later: the gap is not training
     resumed.on_train_start(None, None)
     _validate(resumed, clock, 108.0, 109.0, step=300, psnr=23.0)
+    clock.now = 111.0
+    resumed.on_train_end(_trainer(320, 0.0), SimpleNamespace(device=torch.device("cpu")))
+    timing = json.loads((tmp_path / "training_time.json").read_text())
+    assert timing == {"steps": 320, "wall_s": 32.0, "cpu_s": 16.0}
     with (tmp_path / "curve.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [(r["step"], r["wall_s"], r["cpu_s"], r["val/psnr"]) for r in rows] == [

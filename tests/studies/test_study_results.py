@@ -21,6 +21,7 @@ from derain.studies.results import (
     plot_quality_vs_cost,
     read_runs,
     study_table,
+    training_cpu_hours,
 )
 
 MODELS = {
@@ -29,7 +30,7 @@ MODELS = {
 }
 
 
-def write_point(study, variant, seed, scores, curve=((1, 1.0, 2.0, 20.0),)):
+def write_point(study, variant, seed, scores, curve=((1, 1.0, 2.0, 20.0),), cpu_s=None):
     """A finished point: scores {set: {image: psnr}} (ssim = psnr / 100)."""
     folder = study / variant / f"seed{seed}"
     folder.mkdir(parents=True)
@@ -54,6 +55,8 @@ def write_point(study, variant, seed, scores, curve=((1, 1.0, 2.0, 20.0),)):
     with (folder / "curve.csv").open("w", newline="") as f:
         f.write("step,wall_s,cpu_s,val/psnr\n")
         f.writelines(",".join(map(str, row)) + "\n" for row in curve)
+    if cpu_s is not None:
+        (folder / "training_time.json").write_text(json.dumps({"steps": 6, "cpu_s": cpu_s}))
     (folder / "finished.json").write_text("{}")
     return folder
 
@@ -156,14 +159,16 @@ def test_an_empty_study_folder_says_how_to_fill_it(tmp_path):
 def test_table_curves_and_plots_cover_every_variant_and_seed(tmp_path):
     for seed in (1, 2):
         curve = [(s, s * 1.5, s * 2.0, 20 + s) for s in (2, 4, 6)]
-        write_point(tmp_path, "full", seed, scores(SPREAD), curve)
-        write_point(tmp_path, "no_mam", seed, scores(SPREAD, shift=0.5), curve)
+        write_point(tmp_path, "full", seed, scores(SPREAD), curve, cpu_s=60.0 * seed)
+        write_point(tmp_path, "no_mam", seed, scores(SPREAD, shift=0.5), curve, cpu_s=30.0)
     runs = read_runs(tmp_path)
     costs = {"full": Cost(1000, 2.0, 5.0, 64), "no_mam": Cost(900, 1.5, 4.0, 64)}
     table = study_table(runs, costs=costs, resamples=500)
     markdown = table.to_markdown()
     assert "| no_mam | cross_attention=false | 2 |" in markdown
-    assert "| better | 0.9k | 1.500 | 4.0 |" in markdown and "GMACs @64²" in markdown
+    assert "| better | 0.5 | 0.9k | 1.500 | 4.0 |" in markdown and "GMACs @64²" in markdown
+    assert table.row("full").train_cpu_s == 90.0  # mean over the seeds' training CPU seconds
+    assert training_cpu_hours(runs) == pytest.approx((60 + 120 + 30 + 30) / 3600)
     assert table.row("no_mam").steps == 6
     paths = table.write(tmp_path / "out")
     with paths["csv"].open() as f:

@@ -69,6 +69,8 @@ def test_the_curve_holds_every_validation_with_its_step_and_training_time(study)
     with (point / "csv" / "metrics.csv").open() as f:
         logged = {int(r["step"]): float(r["val/psnr"]) for r in csv.DictReader(f) if r["val/psnr"]}
     assert {int(r["step"]) - 1: float(r["val/psnr"]) for r in curve} == pytest.approx(logged)
+    timing = json.loads((point / "training_time.json").read_text())
+    assert timing["steps"] == 3 and timing["cpu_s"] >= float(curve[-1]["cpu_s"])
 
 
 def test_a_restarted_sweep_skips_finished_points_and_an_extended_one_trains_only_new_ones(study):
@@ -122,6 +124,8 @@ def test_the_library_reads_the_numbers_the_run_folders_hold(study):
         assert row.ssim.mean == stored["mean"]["ssim"]
         assert row.psnr_per_set["synthetic_heavy"].mean == stored["synthetic_heavy"]["psnr"]
         assert row.steps == 3
+        timing = json.loads((folder / variant / "seed1" / "training_time.json").read_text())
+        assert row.train_cpu_s == timing["cpu_s"]
     assert table.row("no_mam").change == "cross_attention=false"
     delta = table.row("no_mam").delta_psnr.delta
     assert delta == pytest.approx(table.row("no_mam").psnr.mean - table.row("full").psnr.mean)

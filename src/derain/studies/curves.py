@@ -5,6 +5,8 @@ the run folder at every validation: one row per validation with
 
     step, epoch, wall_s, cpu_s, val/psnr, val/<set>/psnr, val/<set>/ssim, ...
 
+and, when training ends, training_time.json: the steps, wall and CPU seconds of the whole run.
+
 wall_s and cpu_s count training only (validation excluded, so that how often a run validates
 does not change its clock), from the start of the fit, and continue across a resume. cpu_s is
 the CPU time of the training processes (all their threads, summed over DDP processes); loader
@@ -14,6 +16,7 @@ worker processes are not counted.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 CURVE_FILE = "curve.csv"
+TIME_FILE = "training_time.json"
 
 
 class ValidationCurve(Callback):
@@ -69,6 +73,15 @@ class ValidationCurve(Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop_stretch()
+        cpu = self._all_processes_cpu(trainer, pl_module)
+        if trainer.is_global_zero:
+            record = {"steps": trainer.global_step, "wall_s": self._wall, "cpu_s": cpu}
+            (self.path.parent / TIME_FILE).write_text(json.dumps(record, indent=2))
+
+    def _all_processes_cpu(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> float:
+        """Every process's CPU seconds, summed: the cost of the run on all its cores."""
+        local = torch.tensor(self._cpu, dtype=torch.float64, device=pl_module.device)
+        return float(trainer.strategy.reduce(local, reduce_op="sum"))
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._paused = self._stretch is not None  # validation inside training
@@ -80,9 +93,7 @@ class ValidationCurve(Callback):
             if self._paused:
                 self._start_stretch()
             return
-        # every process's CPU seconds, summed: the cost of the run on all its cores
-        local = torch.tensor(self._cpu, dtype=torch.float64, device=pl_module.device)
-        cpu = float(trainer.strategy.reduce(local, reduce_op="sum"))
+        cpu = self._all_processes_cpu(trainer, pl_module)
         row: dict[str, float] = {
             "step": trainer.global_step,
             "epoch": trainer.current_epoch,

@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from derain.studies.ablation import REFERENCE
-from derain.studies.curves import CURVE_FILE
+from derain.studies.curves import CURVE_FILE, TIME_FILE
 
 VERDICTS = ("better", "worse", "not resolved")
 
@@ -45,6 +45,7 @@ class Run:
     per_image: per (set, image name), the rows of per_image.csv (psnr, ssim, input_psnr).
     curve: the rows of curve.csv (step, wall_s, cpu_s, val/psnr, ...), empty without one.
     model: the network's resolved config (results.json metadata), for its cost and its switches.
+    training_time: training_time.json (steps, wall_s, cpu_s of the whole training), or None.
     """
 
     variant: str
@@ -54,6 +55,7 @@ class Run:
     per_image: dict[tuple[str, str], dict[str, float]]
     curve: list[dict[str, float]]
     model: dict[str, Any]
+    training_time: dict[str, float] | None = None
 
     def mean(self, metric: str = "psnr") -> float:
         """Unweighted mean of the per-set means (the papers' "average")."""
@@ -92,6 +94,9 @@ def read_run(folder: str | Path) -> Run:
         per_image=per_image,
         curve=curve,
         model=results["metadata"].get("model", {}),
+        training_time=(
+            json.loads((folder / TIME_FILE).read_text()) if (folder / TIME_FILE).is_file() else None
+        ),
     )
 
 
@@ -109,6 +114,11 @@ def read_runs(study_dir: str | Path, finished_only: bool = True) -> list[Run]:
         )
     runs = [read_run(path.parent) for path in folders]
     return sorted(runs, key=lambda r: (r.variant != REFERENCE, r.variant, r.seed))
+
+
+def training_cpu_hours(runs: Iterable[Run]) -> float:
+    """CPU hours the runs' training took (training_time.json; runs without one count 0)."""
+    return sum(r.training_time["cpu_s"] for r in runs if r.training_time) / 3600
 
 
 def variants(runs: Iterable[Run]) -> list[str]:
@@ -295,6 +305,7 @@ class VariantRow:
     delta_ssim: Interval | None = None
     cost: Cost | None = None
     steps: int | None = None
+    train_cpu_s: float | None = None  # mean over seeds of the training's CPU seconds
 
 
 @dataclass
@@ -332,6 +343,7 @@ class StudyTable:
                 rec[f"delta_{metric}_low"] = interval.low if interval else None
                 rec[f"delta_{metric}_high"] = interval.high if interval else None
                 rec[f"verdict_{metric}"] = interval.verdict if interval else None
+            rec["train_cpu_s"] = r.train_cpu_s
             rec["params"] = r.cost.params if r.cost else None
             rec["gmacs"] = r.cost.gmacs if r.cost else None
             rec["latency_ms"] = r.cost.latency_ms if r.cost else None
@@ -346,6 +358,9 @@ class StudyTable:
         header = ["variant", "change", "seeds"]
         header += [f"{s} PSNR" for s in self.sets]
         header += ["mean PSNR", "mean SSIM", f"Δ PSNR [{confidence:.0%} CI]", "verdict"]
+        timed = any(r.train_cpu_s is not None for r in self.rows)
+        if timed:
+            header.append("training CPU min")
         if cost:
             header += ["params", f"GMACs @{cost.size}²", f"CPU ms @{cost.size}²"]
         lines = ["| " + " | ".join(header) + " |", "| --- | --- |" + " ---: |" * (len(header) - 2)]
@@ -361,6 +376,8 @@ class StudyTable:
             cells += (
                 [f"{d.delta:+.2f} [{d.low:+.2f}, {d.high:+.2f}]", d.verdict] if d else ["–", "–"]
             )
+            if timed:
+                cells.append("–" if r.train_cpu_s is None else f"{r.train_cpu_s / 60:.1f}")
             if cost:
                 c = r.cost
                 cells += (
@@ -432,12 +449,18 @@ def study_table(
             psnr_per_set={s: Spread.of([r.sets[s]["psnr"] for r in group]) for s in sets},
             cost=(costs or {}).get(name),
             steps=_last_step(group),
+            train_cpu_s=_mean_cpu(group),
         )
         if reference in grouped and name != reference:
             row.delta_psnr = compare(runs, name, reference, "psnr", confidence, resamples, seed)
             row.delta_ssim = compare(runs, name, reference, "ssim", confidence, resamples, seed)
         rows.append(row)
     return StudyTable(rows, reference)
+
+
+def _mean_cpu(group: Sequence[Run]) -> float | None:
+    seconds = [r.training_time["cpu_s"] for r in group if r.training_time]
+    return statistics.fmean(seconds) if seconds else None
 
 
 def _last_step(group: Sequence[Run]) -> int | None:
