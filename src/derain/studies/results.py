@@ -121,11 +121,6 @@ def training_cpu_hours(runs: Iterable[Run]) -> float:
     return sum(r.training_time["cpu_s"] for r in runs if r.training_time) / 3600
 
 
-def variants(runs: Iterable[Run]) -> list[str]:
-    """The variants of `runs`, in their order."""
-    return list(dict.fromkeys(r.variant for r in runs))
-
-
 def by_variant(runs: Iterable[Run]) -> dict[str, list[Run]]:
     grouped: dict[str, list[Run]] = {}
     for run in runs:
@@ -464,7 +459,12 @@ def _mean_cpu(group: Sequence[Run]) -> float | None:
 
 
 def _last_step(group: Sequence[Run]) -> int | None:
-    steps = {int(r.curve[-1]["step"]) for r in group if r.curve}
+    """The steps every run of `group` trained (None when they differ or are unknown)."""
+    steps = {
+        int(r.training_time["steps"] if r.training_time else r.curve[-1]["step"])
+        for r in group
+        if r.training_time or r.curve
+    }
     return steps.pop() if len(steps) == 1 else None
 
 

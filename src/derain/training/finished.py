@@ -17,6 +17,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from derain.inference.atomic import replacing
+
 FINISHED_FILE = "finished.json"
 
 IGNORED = (
@@ -92,7 +94,8 @@ def record_finished(cfg: DictConfig, result: dict[str, Any]) -> Path:
         "metrics": result["metrics"],
         "paths": result.get("paths", {}),
     }
-    path.write_text(json.dumps(record, indent=2))
+    with replacing(path) as partial:  # a stop mid-write leaves no half mark behind
+        partial.write_text(json.dumps(record, indent=2))
     return path
 
 
