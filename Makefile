@@ -54,9 +54,12 @@ notebooks: $(STAMP)  ## run the notebooks at smoke scale into logs/notebooks/
 	mkdir -p logs/notebooks
 	for nb in notebooks/*.ipynb; do $(VENV)/bin/papermill $$nb logs/notebooks/$$(basename $$nb) -k python3; done
 
-ablation: $(STAMP)  ## the full-scale ablation study (~35 min on 2 CPU cores)
+ABLATIONS ?= full,no_attention,no_conv_branch,no_mam,no_rain_prior,rain_head,background_head
+SEEDS ?= 1,2,3
+ablation: $(STAMP)  ## the ablation study (every variant x 3 seeds: hours on CPU; rerun to resume), then its report
+	$(VENV)/bin/derain-train -m experiment=ablation model/ablation=$(ABLATIONS) seed=$(SEEDS)
 	mkdir -p logs/notebooks
-	DERAIN_SCALE=full $(VENV)/bin/papermill notebooks/01_ablation.ipynb logs/notebooks/01_ablation_full.ipynb -k python3
+	DERAIN_SCALE=full DERAIN_STUDY=logs/ablation/default $(VENV)/bin/papermill notebooks/01_ablation.ipynb logs/notebooks/01_ablation_full.ipynb -k python3
 
 profile: $(STAMP)  ## parameters, GMACs, CPU latency and efficiency of the presets
 	$(VENV)/bin/derain-profile

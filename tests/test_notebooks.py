@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
+from hydra.utils import instantiate
+
+from derain.studies.profiling import count_macs, count_parameters
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -53,23 +58,54 @@ def test_notebook_has_a_papermill_parameters_cell_reading_the_scale(notebook):
     assert 'os.environ.get("DERAIN_SCALE", "smoke")' in tagged[0].source
 
 
-def test_ablation_notebook_trains_every_variant_for_the_same_steps(tmp_path):
-    _execute(NOTEBOOK_DIR / "01_ablation.ipynb", tmp_path)
-    with (tmp_path / "ablation.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert [r["variant"] for r in rows] == [
-        "full", "background_head", "no_attention", "no_conv_branch", "no_mam", "no_rain_prior",
-        "rain_head",
-    ]  # fmt: skip
-    assert {r["steps"] for r in rows} == {"4"}  # the smoke budget, identical for all
-    assert float(rows[0]["delta_psnr"]) == 0.0
-    for row in rows:
-        assert float(row["gmacs"]) > 0 and float(row["latency_ms"]) > 0
-        assert float(row["psnr_synthetic_light"]) > 0 and float(row["psnr_synthetic_heavy"]) > 0
-    assert "| no_mam | cross_attention=false |" in (tmp_path / "ablation.md").read_text()
-    assert json.loads((tmp_path / "ablation.json").read_text())["scale"] == "smoke"
-    for plot in ("psnr_bars.png", "psnr_vs_gmacs.png"):
-        assert (tmp_path / plot).stat().st_size > 0
+def test_ablation_notebook_sweeps_and_its_numbers_are_the_run_folders(tmp_path):
+    nb = _execute(NOTEBOOK_DIR / "01_ablation.ipynb", tmp_path)
+    study = tmp_path / "logs" / "ablation" / "smoke"
+    points = sorted(p.relative_to(study).as_posix() for p in study.glob("*/seed*"))
+    assert points == ["full/seed1", "full/seed2", "no_mam/seed1", "no_mam/seed2"]
+    with (tmp_path / "study.csv").open() as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["full", "no_mam"]
+
+    def results(variant, seed):
+        return json.loads((study / variant / f"seed{seed}" / "results.json").read_text())
+
+    def per_image(variant, seed):
+        with (study / variant / f"seed{seed}" / "per_image.csv").open() as f:
+            return {(r["set"], r["name"]): float(r["psnr"]) for r in csv.DictReader(f)}
+
+    for variant, row in rows.items():
+        means = [results(variant, s)["sets"]["mean"]["psnr"] for s in (1, 2)]
+        assert float(row["psnr_mean"]) == pytest.approx(statistics.fmean(means), abs=1e-12)
+        assert float(row["psnr_std"]) == pytest.approx(statistics.stdev(means), abs=1e-12)
+        assert row["steps"] == "3"
+        # cost: the network of the run folders' config, at the smoke scale's 64²
+        network = instantiate(results(variant, 1)["metadata"]["model"])
+        assert int(row["params"]) == count_parameters(network)
+        macs = count_macs(network.eval(), torch.rand(1, 3, 64, 64))
+        assert float(row["gmacs"]) == pytest.approx(macs / 1e9)
+    # Δ: the mean over seeds and sets of the per-image differences, from the folders' CSVs
+    per_set = []
+    for name in ("synthetic_light", "synthetic_heavy"):
+        diffs = [
+            mine - per_image("full", s)[key]
+            for s in (1, 2)
+            for key, mine in per_image("no_mam", s).items()
+            if key[0] == name
+        ]
+        per_set.append(statistics.fmean(diffs))
+    row = rows["no_mam"]
+    assert float(row["delta_psnr"]) == pytest.approx(statistics.fmean(per_set), abs=1e-9)
+    assert float(row["delta_psnr_low"]) <= float(row["delta_psnr"]) <= float(row["delta_psnr_high"])
+    low, high = float(row["delta_psnr_low"]), float(row["delta_psnr_high"])
+    assert row["verdict_psnr"] == ("better" if low > 0 else "worse" if high < 0 else "not resolved")
+    markdown = "".join(
+        o.get("data", {}).get("text/markdown", "") for c in nb.cells if c.cell_type == "code"
+        for o in c.outputs
+    )  # fmt: skip
+    assert "| no_mam | cross_attention=false | 2 |" in markdown
+    for figure in ("learning_curves.png", "deltas.png", "quality_vs_cost.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000
 
 
 def test_inspect_notebook_draws_layers_and_attention_of_a_tiny_network(tmp_path):

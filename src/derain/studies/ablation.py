@@ -1,36 +1,29 @@
-"""Ablation studies of the ELF network (notebooks/01_ablation.ipynb calls this).
+"""The ablation variants of the ELF network, and training one of them in this process.
 
-A study trains the full network and each variant of `conf/model/ablation/` under one budget and
-one seed (a `Scale`: Hydra overrides of conf/train.yaml shared by every variant), scores them on
-the test sets with the papers' protocol (Y-channel PSNR/SSIM), profiles their cost and tabulates
-the differences to the full network:
+The variants are the files of `conf/model/ablation/`. An ablation *study* (many variants and
+seeds) is a Hydra multirun, `derain-train -m experiment=ablation ...`, read back by
+`derain.studies.results` (docs/experiments.md). `AblationStudy` composes and trains single
+variants in the calling process under a `Scale` of `derain.studies.budgets` (the inspection
+notebook trains its network so):
 
-    study = AblationStudy(out_dir="logs/ablation/mine", scale="full")
-    table = study.run()                    # trains and tests every variant, one run folder each
-    study.report(table)                    # ablation.{csv,md,json}, two plots, W&B when chosen
-
-The budgets are in `derain.studies.budgets`; a look inside one trained network in
-`derain.studies.inspection`.
+    study = AblationStudy(out_dir="logs/inspect/mine", variants=["full"], scale="smoke")
+    result = study.run_variant("full")     # trains and tests it into out_dir/full
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import json
 import math
-import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
 from derain.paths import config_dir
@@ -99,145 +92,6 @@ class VariantResult:
     def mean(self, metric: str) -> float:
         """Unweighted mean of `metric` over the test sets (the papers' "average")."""
         return statistics.fmean(r[metric] for r in self.test.values())
-
-
-@dataclass
-class AblationTable:
-    """The variants of one study and their differences to the reference variant."""
-
-    rows: list[VariantResult]
-    scale: str = ""
-    profile_size: int = 256
-    metadata: dict[str, Any] = field(default_factory=dict)
-    reference: str = REFERENCE
-
-    @property
-    def sets(self) -> list[str]:
-        return list(self.rows[0].test) if self.rows else []
-
-    def reference_row(self) -> VariantResult | None:
-        return next((r for r in self.rows if r.variant == self.reference), None)
-
-    def delta(self, row: VariantResult, metric: str, test_set: str | None = None) -> float | None:
-        """row − reference for `metric` on `test_set` (None: the mean over sets); None without
-        a reference row."""
-        ref = self.reference_row()
-        if ref is None:
-            return None
-        if test_set is None:
-            return row.mean(metric) - ref.mean(metric)
-        return row.test[test_set][metric] - ref.test[test_set][metric]
-
-    def records(self) -> list[dict[str, Any]]:
-        """One flat dict per variant (the CSV's rows): cost, per-set PSNR/SSIM, means and Δs."""
-        records = []
-        for row in self.rows:
-            rec: dict[str, Any] = {
-                "variant": row.variant,
-                "change": row.change,
-                "params": row.params,
-                "gmacs": row.gmacs,
-                "latency_ms": row.latency_ms,
-            }
-            for name in self.sets:
-                rec[f"psnr_{name}"] = row.test[name]["psnr"]
-                rec[f"ssim_{name}"] = row.test[name]["ssim"]
-            rec["psnr_mean"] = row.mean("psnr")
-            rec["ssim_mean"] = row.mean("ssim")
-            rec["delta_psnr"] = self.delta(row, "psnr")
-            rec["delta_ssim"] = self.delta(row, "ssim")
-            for name in self.sets:
-                rec[f"delta_psnr_{name}"] = self.delta(row, "psnr", name)
-            rec["steps"] = row.steps
-            rec["train_s"] = row.train_seconds
-            records.append(rec)
-        return records
-
-    def to_markdown(self) -> str:
-        """The table people read: cost, PSNR/SSIM per test set and the mean Δ to the reference."""
-        size = self.profile_size
-        header = ["variant", "change", "params", f"GMACs @{size}²", f"CPU ms @{size}²"]
-        header += [f"{s} PSNR / SSIM" for s in self.sets]
-        header += ["mean PSNR / SSIM", "Δ PSNR", "Δ SSIM"]
-        lines = [
-            f"## ELF ablations ({self.scale} scale)" if self.scale else "## ELF ablations",
-            "",
-            "| " + " | ".join(header) + " |",
-            "| --- | --- |" + " ---: |" * (len(header) - 2),
-        ]
-        for row in self.rows:
-            cells = [
-                f"**{row.variant}**" if row.variant == self.reference else row.variant,
-                row.change,
-                f"{row.params / 1e3:,.1f}k",
-                f"{row.gmacs:.3f}",
-                f"{row.latency_ms:.1f}",
-            ]
-            cells += [f"{row.test[s]['psnr']:.2f} / {row.test[s]['ssim']:.4f}" for s in self.sets]
-            cells.append(f"{row.mean('psnr'):.2f} / {row.mean('ssim'):.4f}")
-            d_psnr, d_ssim = self.delta(row, "psnr"), self.delta(row, "ssim")
-            cells.append("–" if d_psnr is None else f"{d_psnr:+.2f}")
-            cells.append("–" if d_ssim is None else f"{d_ssim:+.4f}")
-            lines.append("| " + " | ".join(cells) + " |")
-        if self.rows:
-            first = self.rows[0].test
-            rainy = ", ".join(
-                f"{s} {first[s]['input_psnr']:.2f} / {first[s]['input_ssim']:.4f}" for s in first
-            )
-            lines += ["", f"Rainy input (no restoration): {rainy}."]
-        lines += [
-            "",
-            "Y-channel PSNR (dB) / SSIM as the papers' protocol; Δ: mean over test "
-            f"sets minus `{self.reference}`.",
-        ]
-        lines += [""] + [f"- `{r.variant}`: {r.description}" for r in self.rows]
-        return "\n".join(lines) + "\n"
-
-    def findings(self) -> list[str]:
-        """One sentence per variant: its Δ PSNR/SSIM and its cost relative to the reference."""
-        ref = self.reference_row()
-        if ref is None:
-            return [f"no `{self.reference}` row: Δs need the reference variant in the study"]
-        sentences = []
-        for row in self.rows:
-            if row is ref:
-                continue
-            sentences.append(
-                f"{row.variant} ({row.change}): {self.delta(row, 'psnr'):+.2f} dB PSNR, "
-                f"{self.delta(row, 'ssim'):+.4f} SSIM at {row.gmacs / ref.gmacs:.2f}× the GMACs "
-                f"and {row.params / ref.params:.2f}× the parameters of {ref.variant}"
-            )
-        return sentences
-
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """Writes ablation.csv, ablation.md and ablation.json into `out_dir`."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "csv": out / "ablation.csv",
-            "markdown": out / "ablation.md",
-            "json": out / "ablation.json",
-        }
-        records = self.records()
-        with paths["csv"].open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(records[0]) if records else ["variant"])
-            writer.writeheader()
-            writer.writerows(records)
-        paths["markdown"].write_text(self.to_markdown())
-        paths["json"].write_text(
-            json.dumps(
-                {
-                    "scale": self.scale,
-                    "profile_size": self.profile_size,
-                    "reference": self.reference,
-                    "metadata": self.metadata,
-                    "rows": [asdict(r) for r in self.rows],
-                    "records": records,
-                },
-                indent=2,
-            )
-        )
-        return paths
 
 
 # ----------------------------------------------------------------------------- the study
@@ -355,81 +209,6 @@ class AblationStudy:
             checkpoint=str(checkpoint),
         )
 
-    def run(self, progress: Callable[[str], None] | None = print) -> AblationTable:
-        """Runs every variant in turn; returns their table."""
-        rows = []
-        for i, variant in enumerate(self.variants, 1):
-            if progress:
-                progress(f"[{i}/{len(self.variants)}] {variant}: {variant_description(variant)}")
-            rows.append(self.run_variant(variant))
-            if progress:
-                r = rows[-1]
-                progress(
-                    f"[{i}/{len(self.variants)}] {variant}: {r.steps} steps in "
-                    f"{r.train_seconds:.0f} s, mean PSNR {r.mean('psnr'):.2f} dB"
-                )
-        return AblationTable(
-            rows,
-            scale=self.scale.name,
-            profile_size=self.scale.profile_size,
-            metadata=self.metadata(),
-        )
-
-    def metadata(self) -> dict[str, Any]:
-        return {
-            "scale": asdict(self.scale),
-            "budget_overrides": self.budget_overrides(),
-            "variants": list(self.variants),
-            "out_dir": str(self.out_dir),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
-        }
-
-    def report(self, table: AblationTable) -> dict[str, Path]:
-        """Writes the table (CSV, Markdown, JSON) and both plots into out_dir; logs them to W&B
-        when the study's logger includes wandb. Returns the written paths."""
-        paths = table.write(self.out_dir)
-        for name, plot in (("psnr_bars", plot_psnr_bars), ("psnr_vs_gmacs", plot_psnr_vs_gmacs)):
-            paths[name] = self.out_dir / f"{name}.png"
-            plot(table).savefig(paths[name], dpi=120, bbox_inches="tight")
-        cfg = self.compose(table.rows[0].variant if table.rows else REFERENCE)
-        if cfg.get("logger") and "wandb" in cfg.logger:
-            log_to_wandb(table, paths, cfg.logger.wandb, self.out_dir)
-        return paths
-
-
-def wandb_table(table: AblationTable) -> tuple[list[str], list[list[Any]]]:
-    """(columns, rows) of the table's records, for `wandb.Table`."""
-    records = table.records()
-    columns = list(records[0]) if records else []
-    return columns, [[r[c] for c in columns] for r in records]
-
-
-def log_to_wandb(
-    table: AblationTable, paths: dict[str, Path], wandb_cfg: DictConfig, out_dir: Path
-) -> None:
-    """Logs the table and the plots as one summary run of the study's W&B group."""
-    import wandb
-
-    run = wandb.init(
-        project=wandb_cfg.project,
-        group=wandb_cfg.group,
-        name=f"{wandb_cfg.group}-summary",
-        job_type="ablation-summary",
-        dir=str(out_dir),
-        mode="offline" if wandb_cfg.get("offline") else "online",
-        config=table.metadata,
-        tags=["ablation", table.scale],
-    )
-    columns, data = wandb_table(table)
-    payload: dict[str, Any] = {"ablation/table": wandb.Table(columns=columns, data=data)}
-    for name in ("psnr_bars", "psnr_vs_gmacs"):
-        if name in paths:
-            payload[f"ablation/{name}"] = wandb.Image(str(paths[name]))
-    run.log(payload)
-    run.finish()
-
 
 def _finish_wandb_run() -> None:
     """Closes the W&B run a WandbLogger left open, so the next variant starts its own run."""
@@ -442,45 +221,3 @@ def _finish_wandb_run() -> None:
 
 def _yaml_value(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-# ----------------------------------------------------------------------------- plots
-def plot_psnr_bars(table: AblationTable) -> Figure:
-    """Grouped bars: PSNR of each variant on each test set; dashed lines: the rainy input."""
-    fig = Figure(figsize=(1.6 + 1.3 * max(1, len(table.rows)), 4), layout="constrained")
-    ax = fig.add_subplot()
-    sets = table.sets
-    width = 0.8 / max(1, len(sets))
-    colors = [f"C{i}" for i in range(len(sets))]
-    for j, (name, color) in enumerate(zip(sets, colors, strict=True)):
-        xs = [i + (j - (len(sets) - 1) / 2) * width for i in range(len(table.rows))]
-        values = [r.test[name]["psnr"] for r in table.rows]
-        bars = ax.bar(xs, values, width, label=name, color=color)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-        ax.axhline(table.rows[0].test[name]["input_psnr"], color=color, linestyle="--", linewidth=1)
-    ax.set_xticks(range(len(table.rows)), [r.variant for r in table.rows], rotation=20)
-    ax.set_ylabel("PSNR (dB, Y channel)")
-    ax.set_title(f"PSNR per variant ({table.scale} scale); dashed: rainy input")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def plot_psnr_vs_gmacs(table: AblationTable) -> Figure:
-    """Mean PSNR over the test sets against GMACs, one labelled point per variant."""
-    fig = Figure(figsize=(6, 4), layout="constrained")
-    ax = fig.add_subplot()
-    for row in table.rows:
-        marker = "*" if row.variant == table.reference else "o"
-        ax.scatter(row.gmacs, row.mean("psnr"), s=120 if marker == "*" else 50, marker=marker)
-        ax.annotate(
-            row.variant,
-            (row.gmacs, row.mean("psnr")),
-            textcoords="offset points",
-            xytext=(5, 4),
-            fontsize=8,
-        )
-    ax.set_xlabel(f"GMACs (3×{table.profile_size}×{table.profile_size} input)")
-    ax.set_ylabel("mean PSNR over test sets (dB)")
-    ax.set_title(f"Quality against cost ({table.scale} scale)")
-    ax.grid(alpha=0.3)
-    return fig

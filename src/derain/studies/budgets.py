@@ -69,8 +69,7 @@ SCALES: dict[str, Scale] = {
             # the paper's loss weights (the demo weighs SSIM 3×): the study compares networks
             "loss.ssim_weight=0.15",
             # the paper's 8 flips/rotations and a single test pass (the demo trains on the 4
-            # orientation-keeping flips and tests their ensemble): docs/experiments.md's table
-            # was measured so
+            # orientation-keeping flips and tests their ensemble), as experiment=ablation
             "data.augment=d4",
             "module.self_ensemble=null",
             "callbacks.progress_bar=null",
@@ -96,3 +95,13 @@ def get_scale(scale: str | Scale) -> Scale:
             f"unknown scale {scale!r}: choose one of {', '.join(SCALES)} (DERAIN_SCALE / the "
             "notebook's `scale` parameter)"
         ) from None
+
+
+STUDY_SMOKE_OVERRIDES = (
+    "experiment=ablation",
+    *(o for o in SMOKE_OVERRIDES if not o.startswith("trainer.max_steps")),
+    "study.budget=3",
+    "trainer.check_val_every_n_epoch=1",  # a validation per step: a curve of three points
+)
+"""conf/experiment/ablation.yaml at the smallest size: each point of a sweep in seconds (the
+tests' and the notebook's smoke studies)."""

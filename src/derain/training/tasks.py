@@ -21,6 +21,7 @@ from derain.inference.sources import WEIGHTS_FILE, resolve_model
 from derain.models import optimize
 from derain.runtime.console import quiet_third_party
 from derain.runtime.memory import retain_freed_memory
+from derain.training import finished
 from derain.training.checkpointing import newest_checkpoint, slurm_requeued
 from derain.training.module import DerainModule
 from derain.training.report import TestReport
@@ -138,6 +139,11 @@ def _start(cfg: DictConfig) -> Path:
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = _start(cfg)
+    if cfg.get("skip_finished", False):  # a point of a study (derain.training.finished)
+        done = finished.finished_result(cfg, out_dir)
+        if done is not None:
+            log.info("skipped: %s holds this run's results (%s)", out_dir, finished.FINISHED_FILE)
+            return done
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -195,6 +201,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         paths = _run_test(tester, module, datamodule, report, out_dir, metadata)
         result["paths"] = {k: str(v) for k, v in paths.items()}
         result["test"] = report.results
+        if cfg.get("skip_finished", False) and paths:
+            finished.record_finished(cfg, result)
     return result
 
 
