@@ -118,6 +118,8 @@ def write_photo(path: str | os.PathLike, photo: Photo, quality: int = DEFAULT_QU
             f"{', '.join(sorted(FORMATS))}"
         )
     check_quality(quality)
+    if photo.pixels.ndim != 3 or photo.pixels.shape[2] != 3:
+        raise ValueError(f"cannot write {path}: expected H×W×3 pixels, got {photo.pixels.shape}")
     lost = []
     alpha = photo.alpha
     if alpha is not None and kind not in _WITH_ALPHA:
