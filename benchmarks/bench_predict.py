@@ -9,7 +9,8 @@ rss     a 3840×2160 photo through `derain-predict` with the `elf` preset and th
 speed   megapixels per second of `elf` and `elf_small` at 512² and 2048² in one run, and the
         ratio of seconds per megapixel between the sizes (linear time: within 20% of 1).
 allocator  `derain-predict` with its default model and settings on a photo-like image
-        (--allocator-size, default 1920×1080), with `retain_freed_memory=false` and `true`
+        (--allocator-size, default 1920×1080; --allocator-preset elf: that preset with random
+        weights instead of the bundled model), with `retain_freed_memory=false` and `true`
         (the default): wall and CPU seconds (CPU time is what to compare on a shared machine)
         and each run's own peak resident memory, against max_memory.
 tiling  `elf_tiny` (seeded) on a 512² real photo with synthetic rain, whole vs. tiled under a
@@ -103,17 +104,21 @@ def bench_rss(preset: str = "elf") -> None:
     print(f"peak RSS {peak_gb:.2f} GB (target ≤ {RSS_TARGET_GB:.0f} GB: {verdict})")
 
 
-def bench_allocator(height: int, width: int, max_memory: str = "2GB") -> None:
+def bench_allocator(height: int, width: int, max_memory: str = "2GB", preset: str = "") -> None:
+    model = preset or "the bundled model"
     print(
-        f"\n== allocator: {width}×{height} through derain-predict, the bundled model, "
+        f"\n== allocator: {width}×{height} through derain-predict, {model}, "
         f"max_memory={max_memory}, freed memory returned to the OS or retained =="
     )
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         write_image(root / "photos" / "street.png", photo_like(height, width))
+        if preset:
+            save_safetensors(seeded(preset), root / f"{preset}.safetensors")
         for retain in ("false", "true"):
             command = [
                 str(Path(sys.executable).parent / "derain-predict"),
+                *([f"ckpt_path={preset}.safetensors"] if preset else []),
                 "input=photos",
                 f"output=derained-{retain}",
                 f"max_memory={max_memory}",
@@ -134,7 +139,8 @@ def bench_allocator(height: int, width: int, max_memory: str = "2GB") -> None:
             print(
                 f"derain-predict input=photos output=out max_memory={max_memory} "
                 f"retain_freed_memory={retain}: {seconds:.1f} s wall, {cpu:.1f} CPU s "
-                f"({usage.ru_stime:.1f} in the kernel), peak RSS {peak_gb:.2f} GB"
+                f"({usage.ru_stime:.1f} in the kernel, {usage.ru_minflt / 1e6:.2f} M page "
+                f"faults), peak RSS {peak_gb:.2f} GB"
             )
 
 
@@ -221,6 +227,7 @@ def main() -> None:
     parser.add_argument("--rss-preset", default="elf")
     parser.add_argument("--allocator-size", nargs=2, type=int, default=(1080, 1920))
     parser.add_argument("--allocator-memory", default="2GB")
+    parser.add_argument("--allocator-preset", default="", help="random weights (default: bundled)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f} at start")
@@ -229,7 +236,7 @@ def main() -> None:
     if "speed" in args.parts:
         bench_speed()
     if "allocator" in args.parts:
-        bench_allocator(*args.allocator_size, args.allocator_memory)
+        bench_allocator(*args.allocator_size, args.allocator_memory, args.allocator_preset)
     if "rss" in args.parts:
         bench_rss(args.rss_preset)  # last: RUSAGE_CHILDREN must see derain-predict alone
     print(f"load average {os.getloadavg()[0]:.1f} at the end (timings assume an idle machine)")
