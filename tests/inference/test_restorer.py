@@ -236,3 +236,49 @@ def test_with_options_keeps_what_it_is_not_given(restorer):
     other = restorer.with_options(self_ensemble=True)
     assert len(other.ensemble) == 8 and other.max_memory == restorer.max_memory
     assert restorer.with_options(self_ensemble=False).ensemble is None
+
+
+def test_with_freed_memory_retained_tiles_are_planned_for_the_retained_heap(
+    tiny_model, monkeypatch
+):
+    import derain.inference.restorer as restorer_module
+
+    monkeypatch.setattr(restorer_module, "keep_freed_memory", lambda: True)  # not process-wide
+    plain = Restorer(tiny_model, device="cpu", max_memory="64MB")
+    fast = Restorer(tiny_model, device="cpu", max_memory="64MB", retain_freed_memory=True)
+    assert fast.retains_freed_memory and not plain.retains_freed_memory
+    assert fast.activation_bytes_per_pixel == pytest.approx(
+        restorer_module.RETAINED_MEMORY_OVERHEAD * plain.activation_bytes_per_pixel
+    )
+    fast_plan, plain_plan = fast.plan(1024, 1024), plain.plan(1024, 1024)
+    assert fast_plan.tiles > plain_plan.tiles
+    assert fast_plan.estimated_bytes <= fast_plan.budget_bytes
+
+
+_RESIDENT_GROWTH = """
+import resource, sys
+import numpy as np
+import derain
+
+restorer = derain.load(sys.argv[1], device="cpu", max_memory=sys.argv[2])  # retains by default
+image = np.random.default_rng(0).random((640, 640, 3), dtype=np.float32)
+restorer.activation_bytes_per_pixel  # measured before the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+restorer(image)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(restorer.retains_freed_memory, restorer.last_plan.tiles, after - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_derain_load_keeps_freed_memory_and_its_peak_within_max_memory(checkpoint_path):
+    budget = 64 * 10**6
+    out = subprocess.run(
+        [sys.executable, "-c", _RESIDENT_GROWTH, str(checkpoint_path), str(budget)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    retained, tiles, growth = out[0], int(out[1]), int(out[2])
+    assert retained == "True" and tiles > 1
+    assert growth <= budget
