@@ -370,3 +370,14 @@ def test_a_slow_summary_says_seconds_per_image_never_zero_images_per_second():
     print_summary(PredictSummary(done=[Path("big.jpg")], seconds=437.0), console)
     text = console.export_text()
     assert "437 s/image" in text and "0.00" not in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_gpu_that_is_not_there_is_named_with_device_auto_and_nothing_is_written(workspace):
+    proc = run_cli(
+        "derain-predict", "input=photos", "output=on-gpu", "device=cuda", cwd=workspace, check=False
+    )
+    assert proc.returncode == 1
+    assert "device='cuda' names a GPU" in proc.stderr and 'device="auto"' in proc.stderr
+    assert "Traceback" not in proc.stderr and "AssertionError" not in proc.stderr
+    assert not (workspace / "on-gpu").exists()

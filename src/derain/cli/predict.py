@@ -36,7 +36,7 @@ from rich.text import Text
 
 from derain.cli import make_console
 from derain.folders.predict import PredictJob, check_writable, plan_jobs, scan_images
-from derain.inference import DerainedPhoto, Restorer, load
+from derain.inference import DerainedPhoto, Restorer, load, resolve_device
 from derain.inference.photo_files import DEFAULT_QUALITY, check_quality
 from derain.models import optimize
 from derain.paths import config_dir
@@ -122,8 +122,9 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
         )
     if not pending:
         return summary
-    check_writable(cfg.output)  # before any work, not after the first image
+    resolve_device(cfg.device)  # settings first, then the folder, then the model
     check_quality(int(cfg.quality))
+    check_writable(cfg.output)  # before any work, not after the first image
     restorer = load(
         cfg.ckpt_path,
         device=cfg.device,

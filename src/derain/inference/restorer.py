@@ -278,8 +278,10 @@ class Restorer:
 
     def __call__(self, image: Any, progress: Progress | None = None) -> Any:
         """The derained image, of the input's kind: an H×W×3 NumPy array (uint8/uint16 → same
-        dtype, float in [0, 1] → same float dtype), a PIL image (→ RGB PIL image), or a torch
-        tensor 3×H×W or B×3×H×W (uint8 or float in [0, 1]; → same shape, dtype and device).
+        dtype, float in [0, 1] → same float dtype; H×W or H×W×1 grey stays grey, the alpha of
+        H×W×2 / H×W×4 comes back unchanged), a PIL image (→ the same mode for L, LA, RGB and
+        RGBA, else RGB), or a torch tensor 3×H×W or B×3×H×W (uint8 or float in [0, 1]; → same
+        shape, dtype and device). Float NaN/inf or values far outside [0, 1] raise ValueError.
         `progress(done, total)` hears of every network pass (see `Progress`)."""
         batch, to_input_kind = _as_batch(image, self.device)
         restored, _ = self.restore_batch(batch, progress=progress)
