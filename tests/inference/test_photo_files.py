@@ -62,6 +62,19 @@ def test_a_written_jpeg_keeps_profile_and_exif_and_is_stored_upright(tmp_path, p
     np.testing.assert_array_equal(read_photo(tmp_path / "out.jpg").pixels.shape, (30, 20, 3))
 
 
+def test_a_tiffs_exif_keeps_its_data_but_not_the_inputs_layout(tmp_path):
+    stored = _levels((20, 30, 3), 10)
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[ORIENTATION], exif[DATE_TIME] = 6, "2024:06:01 14:03:22"
+    image.save(tmp_path / "in.tif", exif=exif, compression="tiff_lzw")
+    photo = read_photo(tmp_path / "in.tif")
+    write_photo(tmp_path / "out.tif", photo)
+    with Image.open(tmp_path / "out.tif") as result:
+        assert result.size == (20, 30) and result.getexif()[DATE_TIME] == "2024:06:01 14:03:22"
+        np.testing.assert_array_equal(np.asarray(result), np.rot90(stored, -1))
+
+
 def test_jpeg_quality_is_a_setting(tmp_path, profile):
     photo = read_photo(_camera_jpeg(tmp_path / "camera.jpg", profile))
     write_photo(tmp_path / "high.jpg", photo)

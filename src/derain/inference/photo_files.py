@@ -44,6 +44,13 @@ _WITH_ALPHA = {"PNG", "TIFF", "WEBP", "BMP"}
 _WITH_16_BITS = {"PNG", "TIFF"}
 _WITH_METADATA = {"PNG", "TIFF", "WEBP", "JPEG"}  # ICC profile and EXIF
 _EXIF_ORIENTATION = 0x0112
+_LAYOUT_TAGS = frozenset(
+    {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284}
+    | {290, 291, 292, 293, 317, 320, 322, 323, 324, 325, 338, 339, 340, 341}
+    | {513, 514, 530, 531, 532, 34675}
+)
+"""TIFF tags that describe how the input file stores its pixels (size, strips, compression,
+samples, its ICC profile), which a TIFF's EXIF includes: never carried into another file."""
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as Pillow's convert("L")
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -130,6 +137,8 @@ def write_photo(path: str | os.PathLike, photo: Photo, quality: int = DEFAULT_QU
     has_metadata = photo.icc_profile is not None or photo.exif is not None
     if has_metadata and kind not in _WITH_METADATA:
         lost = [*lost, "colour profile and EXIF"]
+    if bits == 16 and not photo.grey and kind == "TIFF" and photo.exif is not None:
+        lost = [*lost, "EXIF"]  # tifffile writes the profile, not an EXIF block
     channels = luminance(photo.pixels)[:, :, None] if photo.grey else photo.pixels
     if alpha is not None:
         channels = np.concatenate([channels, alpha[:, :, None]], axis=2)
@@ -165,6 +174,8 @@ def _metadata(image: Image.Image) -> dict:
     orientation = stored.get(_EXIF_ORIENTATION, 1)
     exif = Image.Exif()  # a copy: the image's own still tells exif_transpose how to turn it
     exif.load(stored.tobytes())
+    for tag in _LAYOUT_TAGS & set(exif):
+        del exif[tag]
     if _EXIF_ORIENTATION in exif:
         exif[_EXIF_ORIENTATION] = 1
     # a CMYK profile describes colours that are no longer there once converted to RGB
