@@ -143,22 +143,6 @@ def test_a_non_image_shows_an_error_and_a_valid_upload_still_works(visit, files)
     assert outside == []
 
 
-def test_after_an_error_the_panels_hold_nothing_of_the_previous_photo(visit, files):
-    page, outside = visit
-    upload(page, files["rainy"])
-    page.locator("#photos").get_by_text("rainy_cat").wait_for()
-    page.click("#derain")
-    report = page.locator("#report")
-    sync_api.expect(report).to_contain_text("rainy_cat", timeout=RESULT_TIMEOUT_MS)
-    upload(page, files["notes.png"])
-    page.locator("#photos").get_by_text("notes").wait_for()
-    page.click("#derain")
-    expect_error(page, "notes.png cannot be read as an image")
-    sync_api.expect(report).not_to_contain_text("rainy_cat")
-    assert page.locator("#downloads a[href*=rainy_cat_derained]").count() == 0
-    assert outside == []
-
-
 def test_an_upload_over_the_size_limit_shows_an_error(visit, files):
     page, outside = visit
     upload(page, files["noise.png"])

@@ -165,9 +165,7 @@ def build_page(restorer: Restorer, workspace: Workspace, settings: PageSettings)
                     elem_id="downloads",
                 )
         state = gr.State([])
-        panels = [slider, rain, report, downloads, shown, state]
-        # the panels empty first, so an error never stands above the previous photo's report
-        button.click(_emptied, outputs=panels, api_visibility="private", queue=False).then(
+        button.click(
             run,
             inputs=[files, ensemble, memory],
             outputs=[slider, rain, report, downloads, shown, state],
@@ -212,11 +210,6 @@ def serve(
     if block:
         page.block_thread()
     return page, url
-
-
-def _emptied():
-    """What the result panels show while a request runs: nothing of the previous one."""
-    return None, None, "", None, gr.update(choices=[], value=None, visible=False), []
 
 
 def _memory_order(size: str) -> int:
