@@ -1,12 +1,18 @@
 """Memory and speed of `derain-predict` / `Restorer` on CPU (random weights; minutes, not a test).
 
     python benchmarks/bench_predict.py                      # all three parts, ~15 min on 2 cores
-    python benchmarks/bench_predict.py --parts rss          # one part: rss, speed or tiling
+    python benchmarks/bench_predict.py --parts rss          # one part: rss, speed, tiling, allocator
+    python benchmarks/bench_predict.py --parts allocator    # the bundled model on a 1920×1080 photo
 
 rss     a 3840×2160 photo through `derain-predict` with the `elf` preset and the default memory
         budget (2 GB): the process's peak resident memory (target ≤ 3 GB) via automatic tiling.
 speed   megapixels per second of `elf` and `elf_small` at 512² and 2048² in one run, and the
         ratio of seconds per megapixel between the sizes (linear time: within 20% of 1).
+allocator  `derain-predict` with its default model and settings on a photo-like image
+        (--allocator-size, default 1920×1080; --allocator-preset elf: that preset with random
+        weights instead of the bundled model), with `retain_freed_memory=false` and `true`
+        (the default): wall and CPU seconds (CPU time is what to compare on a shared machine)
+        and each run's own peak resident memory, against max_memory.
 tiling  `elf_tiny` (seeded) on a 512² real photo with synthetic rain, whole vs. tiled under a
         30 MB budget: PSNR to the clean image of both, PSNR between them, and the largest
         differences along tile seams vs. inside tiles.
@@ -34,7 +40,7 @@ from derain.inference.restorer import IMAGE_BUFFER_BYTES_PER_PIXEL
 from derain.inference.tiling import axis_tiles
 from derain.models import ELF
 
-PARTS = ("rss", "speed", "tiling")
+PARTS = ("rss", "speed", "tiling", "allocator")
 RSS_SIZE = (2160, 3840)  # height, width
 RSS_TARGET_GB = 3.0
 SPEED_PRESETS = ("elf", "elf_small")
@@ -96,6 +102,46 @@ def bench_rss(preset: str = "elf") -> None:
     print(f"command: {' '.join(Path(c).name if i == 0 else c for i, c in enumerate(command))}")
     print(f"output {out_size[1]}×{out_size[0]}, {seconds:.0f} s wall")
     print(f"peak RSS {peak_gb:.2f} GB (target ≤ {RSS_TARGET_GB:.0f} GB: {verdict})")
+
+
+def bench_allocator(height: int, width: int, max_memory: str = "2GB", preset: str = "") -> None:
+    model = preset or "the bundled model"
+    print(
+        f"\n== allocator: {width}×{height} through derain-predict, {model}, "
+        f"max_memory={max_memory}, freed memory returned to the OS or retained =="
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        write_image(root / "photos" / "street.png", photo_like(height, width))
+        if preset:
+            save_safetensors(seeded(preset), root / f"{preset}.safetensors")
+        for retain in ("false", "true"):
+            command = [
+                str(Path(sys.executable).parent / "derain-predict"),
+                *([f"ckpt_path={preset}.safetensors"] if preset else []),
+                "input=photos",
+                f"output=derained-{retain}",
+                f"max_memory={max_memory}",
+                f"retain_freed_memory={retain}",
+            ]
+            log = root / f"predict-{retain}.log"
+            start = time.perf_counter()
+            with log.open("w") as stdout:
+                child = subprocess.Popen(command, cwd=root, stdout=stdout, stderr=stdout)
+                # wait4: this child's own rusage (RUSAGE_CHILDREN would give the largest so far)
+                _, status, usage = os.wait4(child.pid, 0)
+                child.returncode = os.waitstatus_to_exitcode(status)
+            seconds = time.perf_counter() - start
+            peak_gb = usage.ru_maxrss * 1024 / 1e9  # KiB on Linux
+            cpu = usage.ru_utime + usage.ru_stime
+            if child.returncode != 0:
+                raise SystemExit(f"derain-predict failed:\n{log.read_text()}")
+            print(
+                f"derain-predict input=photos output=out max_memory={max_memory} "
+                f"retain_freed_memory={retain}: {seconds:.1f} s wall, {cpu:.1f} CPU s "
+                f"({usage.ru_stime:.1f} in the kernel, {usage.ru_minflt / 1e6:.2f} M page "
+                f"faults), peak RSS {peak_gb:.2f} GB"
+            )
 
 
 def bench_speed() -> None:
@@ -179,6 +225,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--rss-preset", default="elf")
+    parser.add_argument("--allocator-size", nargs=2, type=int, default=(1080, 1920))
+    parser.add_argument("--allocator-memory", default="2GB")
+    parser.add_argument("--allocator-preset", default="", help="random weights (default: bundled)")
     args = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.1f} at start")
@@ -186,6 +235,8 @@ def main() -> None:
         bench_tiling()
     if "speed" in args.parts:
         bench_speed()
+    if "allocator" in args.parts:
+        bench_allocator(*args.allocator_size, args.allocator_memory, args.allocator_preset)
     if "rss" in args.parts:
         bench_rss(args.rss_preset)  # last: RUSAGE_CHILDREN must see derain-predict alone
     print(f"load average {os.getloadavg()[0]:.1f} at the end (timings assume an idle machine)")

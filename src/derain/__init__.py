@@ -1,6 +1,12 @@
 """derain: the ELF association network for single-image deraining."""
 
+import importlib
+
 __version__ = "0.1.0"
+
+_PARTS = frozenset(
+    {"data", "evaluation", "folders", "inference", "models", "runtime", "studies", "training"}
+)
 
 
 def load(*args, **kwargs):
@@ -9,3 +15,11 @@ def load(*args, **kwargs):
     from derain.inference import load as _load
 
     return _load(*args, **kwargs)
+
+
+def __getattr__(name: str):
+    # `import derain; derain.inference.bundled_models()` works without importing every part
+    # (and torch) at `import derain`
+    if name in _PARTS:
+        return importlib.import_module(f"derain.{name}")
+    raise AttributeError(f"module 'derain' has no attribute {name!r}")

@@ -61,3 +61,13 @@ def test_profile_default_output_goes_to_a_run_folder(tmp_path):
     written = list((tmp_path / "logs" / "profile").glob("*/profile.json"))
     assert len(written) == 1
     assert str(written[0].name) in proc.stdout
+
+
+def test_profile_measures_with_freed_memory_retained_as_users_run(tmp_path):
+    for setting, retained, words in ((None, True, "retained"), (False, False, "returned")):
+        out = tmp_path / f"{setting}.json"
+        extra = [] if setting is None else [f"retain_freed_memory={str(setting).lower()}"]
+        args = ["presets=[elf_tiny]", "size=16", "runs=1", f"out={out}", *extra]
+        proc = run_cli("derain-profile", *args, cwd=tmp_path)
+        assert json.loads(out.read_text())["machine"]["retain_freed_memory"] is retained
+        assert f"freed memory {words}" in " ".join(proc.stdout.split())

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from derain.data.io import read_image, write_image
-from derain.folders.predict import find_images, plan_jobs, write_image_atomically
+from derain.data.io import write_image
+from derain.folders.predict import check_writable, find_images, plan_jobs, scan_images
 
 
 @pytest.fixture
@@ -84,25 +84,58 @@ def test_an_output_that_would_replace_an_input_is_refused(photos):
         plan_jobs(find_images(f"{photos}/**/*.png"), photos / "trip", "png")
 
 
-def test_two_inputs_with_one_stem_are_refused(photos, tmp_path):
+def test_inputs_that_differ_only_in_extension_both_get_outputs_that_keep_it(photos, tmp_path):
     write_image(photos / "a.jpg", np.zeros((8, 8, 3), np.float32))
-    with pytest.raises(ValueError, match="a.jpg and .*a.png → .*a.png"):
-        plan_jobs(find_images(photos), tmp_path / "out")
+    jobs = plan_jobs(find_images(photos), tmp_path / "out", "png", save_rain=True)
+    named = {job.source.name: (job.output.name, job.rain.name, job.renamed) for job in jobs}
+    assert named == {
+        "a.jpg": ("a.jpg.png", "a.jpg_rain.png", True),
+        "a.png": ("a.png.png", "a.png_rain.png", True),
+        "b.jpg": ("b.png", "b_rain.png", False),
+    }
+
+
+def test_a_kept_name_that_is_taken_too_is_numbered(photos, tmp_path):
+    for name in ("a.jpg", "a.png.png"):  # a.png.png's own output is a.png.png, as is a.png's
+        write_image(photos / name, np.zeros((8, 8, 3), np.float32))
+    outputs = [job.output.name for job in plan_jobs(find_images(photos), tmp_path / "o", "png")]
+    assert len(set(outputs)) == len(outputs) == 4
+    assert "a.png-2.png" in outputs
+
+
+def test_by_default_each_output_keeps_its_inputs_format(photos, tmp_path):
+    write_image(photos / "a.tiff", np.zeros((8, 8, 3), np.float32))
+    outputs = sorted(job.output.name for job in plan_jobs(find_images(photos), tmp_path / "out"))
+    assert outputs == ["a.png", "a.tiff", "b.jpg"]
 
 
 def test_an_unknown_format_lists_the_image_formats(photos, tmp_path):
-    with pytest.raises(ValueError, match="format=gif is not an image format.*png"):
+    with pytest.raises(ValueError, match="format=gif is not an image format: use same .*png"):
         plan_jobs(find_images(photos), tmp_path / "out", "gif")
 
 
-def test_an_atomic_write_leaves_only_the_final_file(tmp_path):
-    pixels = np.random.default_rng(0).random((6, 7, 3), dtype=np.float32)
-    write_image_atomically(tmp_path / "x" / "out.png", pixels)
-    assert [p.name for p in (tmp_path / "x").iterdir()] == ["out.png"]
-    np.testing.assert_allclose(read_image(tmp_path / "x" / "out.png"), pixels, atol=0.5 / 255)
+def test_images_left_in_sub_folders_are_counted_with_how_to_take_them(photos):
+    found = scan_images(photos)
+    assert (len(found.images), found.in_sub_folders) == (2, 2)
+    (note,) = found.notes(str(photos), None)
+    assert "left out 2 image(s) in sub-folders" in note and "recursive=true" in note
+    assert scan_images(photos, recursive=True).notes(str(photos), None) == []
 
 
-def test_a_failed_write_leaves_no_partial_file(tmp_path):
-    with pytest.raises(ValueError):
-        write_image_atomically(tmp_path / "out.png", np.zeros((6, 7, 5), np.float32))
-    assert list(tmp_path.iterdir()) == []
+def test_photos_kept_in_an_output_folder_inside_the_input_are_left_out_and_said_so(photos):
+    write_image(photos / "derained" / "kept.png", np.zeros((8, 8, 3), np.float32))
+    found = scan_images(photos, recursive=True, exclude=photos / "derained")
+    assert "derained/kept.png" not in _relative(found.images)
+    assert found.in_output == 1
+    (note,) = found.notes(str(photos), photos / "derained")
+    assert "left out 1 image(s) under" in note and "the output folder" in note
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_naming_it(photos):
+    with pytest.raises(ValueError, match=r"output=.*a\.png/derained cannot be written"):
+        check_writable(photos / "a.png" / "derained")  # a folder below a file
+
+
+def test_the_write_check_leaves_the_created_output_folder_empty(tmp_path):
+    check_writable(tmp_path / "new" / "out")
+    assert list((tmp_path / "new" / "out").iterdir()) == []

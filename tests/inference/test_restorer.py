@@ -75,12 +75,86 @@ def test_a_uint8_array_gives_a_uint8_array(restorer, image, expected):
     np.testing.assert_array_equal(result, np.round(float_result * 255).astype(np.uint8))
 
 
-@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
-def test_a_pil_image_gives_an_rgb_pil_image_of_its_size(restorer, image, mode):
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA"])
+def test_a_pil_image_gives_a_pil_image_of_its_size_and_mode(restorer, image, mode):
     picture = Image.fromarray(np.round(image * 255).astype(np.uint8)).convert(mode)
     result = restorer(picture)
     assert isinstance(result, Image.Image)
-    assert result.mode == "RGB" and result.size == (WIDTH, HEIGHT)
+    assert result.mode == mode and result.size == (WIDTH, HEIGHT)
+    if "A" in mode:  # alpha comes back unchanged
+        assert result.getchannel("A").tobytes() == picture.getchannel("A").tobytes()
+
+
+def test_a_palette_pil_image_comes_back_as_rgb(restorer, image):
+    picture = Image.fromarray(np.round(image * 255).astype(np.uint8)).convert("P")
+    assert restorer(picture).mode == "RGB"
+
+
+def test_a_grey_array_comes_back_grey_as_the_luminance_of_the_networks_rgb(restorer, image):
+    grey = image[:, :, 1]
+    result = restorer(grey)
+    assert result.shape == grey.shape and result.dtype == grey.dtype
+    rgb = restorer(np.repeat(grey[:, :, None], 3, axis=2))
+    np.testing.assert_allclose(result, rgb @ np.array([0.299, 0.587, 0.114]), atol=1e-5)
+
+
+def test_an_rgba_array_keeps_its_alpha_exactly(restorer, image):
+    pixels = np.round(image * 255).astype(np.uint8)
+    alpha = np.arange(HEIGHT * WIDTH, dtype=np.uint8).reshape(HEIGHT, WIDTH)
+    result = restorer(np.dstack([pixels, alpha]))
+    assert result.shape == (HEIGHT, WIDTH, 4)
+    np.testing.assert_array_equal(result[:, :, 3], alpha)
+    np.testing.assert_array_equal(result[:, :, :3], restorer(pixels))
+
+
+def test_a_negative_stride_view_is_derained_like_a_copy(restorer, image):
+    bgr_view = image[..., ::-1]
+    np.testing.assert_array_equal(restorer(bgr_view), restorer(bgr_view.copy()))
+    flipped = np.round(image * 255).astype(np.uint8)[::-1, ::-1]
+    np.testing.assert_array_equal(restorer(flipped), restorer(flipped.copy()))
+
+
+@pytest.mark.parametrize("kind", ["array", "tensor"])
+def test_nan_pixels_are_refused_with_how_many_and_the_fix(restorer, image, kind):
+    poisoned = image.copy()
+    poisoned.reshape(-1)[::1000] = np.nan
+    count = int(np.isnan(poisoned).sum())
+    bad = poisoned if kind == "array" else torch.from_numpy(poisoned).permute(2, 0, 1)
+    with pytest.raises(ValueError, match=rf"{count} NaN or infinite.*nan_to_num"):
+        restorer(bad)
+
+
+@pytest.mark.parametrize("kind", ["array", "tensor"])
+def test_a_float_image_in_0_255_is_refused_with_the_fix(restorer, image, kind):
+    scaled = image * 255
+    bad = scaled if kind == "array" else torch.from_numpy(scaled).permute(2, 0, 1)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\].*divide .*by 255"):
+        restorer(bad)
+
+
+def test_slight_overshoot_of_a_float_image_is_clipped_not_refused(restorer, image):
+    overshoot = image * 1.1 - 0.05  # as resampling with a sharp kernel leaves
+    np.testing.assert_array_equal(restorer(overshoot), restorer(np.clip(overshoot, 0, 1)))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_a_gpu_device_without_one_names_the_setting_and_auto(checkpoint_path, device):
+    with pytest.raises(ValueError, match=rf"device='{device}' names a GPU.*device=\"auto\""):
+        derain.load(checkpoint_path, device=device)
+
+
+def test_an_unknown_device_names_the_setting(checkpoint_path):
+    with pytest.raises(ValueError, match="device='gpu' is not a device.*auto"):
+        derain.load(checkpoint_path, device="gpu")
+
+
+def test_parts_of_the_package_are_reachable_after_import_derain_alone():
+    code = "import derain; print(sorted(derain.inference.bundled_models()))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "'default'" in result.stdout
 
 
 def test_a_chw_tensor_gives_a_chw_tensor(restorer, image, expected):
@@ -129,7 +203,7 @@ def test_an_unknown_precision_lists_the_choices(tiny_model):
 
 
 @pytest.mark.parametrize(
-    "bad", [np.zeros((40, 52)), np.zeros((40, 52, 4)), torch.zeros(1, 1, 40, 52), "image.png"]
+    "bad", [np.zeros((40, 52, 5)), np.zeros((1, 40, 52, 3)), torch.zeros(1, 1, 40, 52), "image.png"]
 )
 def test_an_input_that_is_no_rgb_image_is_refused_with_what_is_expected(restorer, bad):
     with pytest.raises((ValueError, TypeError), match="H×W"):
@@ -162,3 +236,49 @@ def test_with_options_keeps_what_it_is_not_given(restorer):
     other = restorer.with_options(self_ensemble=True)
     assert len(other.ensemble) == 8 and other.max_memory == restorer.max_memory
     assert restorer.with_options(self_ensemble=False).ensemble is None
+
+
+def test_with_freed_memory_retained_tiles_are_planned_for_the_retained_heap(
+    tiny_model, monkeypatch
+):
+    import derain.inference.restorer as restorer_module
+
+    monkeypatch.setattr(restorer_module, "keep_freed_memory", lambda: True)  # not process-wide
+    plain = Restorer(tiny_model, device="cpu", max_memory="64MB")
+    fast = Restorer(tiny_model, device="cpu", max_memory="64MB", retain_freed_memory=True)
+    assert fast.retains_freed_memory and not plain.retains_freed_memory
+    assert fast.activation_bytes_per_pixel == pytest.approx(
+        restorer_module.RETAINED_MEMORY_OVERHEAD * plain.activation_bytes_per_pixel
+    )
+    fast_plan, plain_plan = fast.plan(1024, 1024), plain.plan(1024, 1024)
+    assert fast_plan.tiles > plain_plan.tiles
+    assert fast_plan.estimated_bytes <= fast_plan.budget_bytes
+
+
+_RESIDENT_GROWTH = """
+import resource, sys
+import numpy as np
+import derain
+
+restorer = derain.load(sys.argv[1], device="cpu", max_memory=sys.argv[2])  # retains by default
+image = np.random.default_rng(0).random((640, 640, 3), dtype=np.float32)
+restorer.activation_bytes_per_pixel  # measured before the baseline
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+restorer(image)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(restorer.retains_freed_memory, restorer.last_plan.tiles, after - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_derain_load_keeps_freed_memory_and_its_peak_within_max_memory(checkpoint_path):
+    budget = 64 * 10**6
+    out = subprocess.run(
+        [sys.executable, "-c", _RESIDENT_GROWTH, str(checkpoint_path), str(budget)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    retained, tiles, growth = out[0], int(out[1]), int(out[2])
+    assert retained == "True" and tiles > 1
+    assert growth <= budget

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from derain.cli.demo import self_ensemble_choice
@@ -56,3 +58,15 @@ def test_a_setting_that_cannot_work_is_named_with_what_would(tmp_path, setting, 
 )
 def test_self_ensemble_reads_like_derain_predicts(value, choice):
     assert self_ensemble_choice(value) == choice
+
+
+def test_a_busy_port_stops_it_with_derains_own_setting(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli("derain-demo", f"port={port}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert f"port={port} on 127.0.0.1 is taken" in proc.stderr
+    assert f"derain-demo port={port + 1}" in proc.stderr
+    assert "GRADIO_SERVER_PORT" not in proc.stderr and "Traceback" not in proc.stderr

@@ -36,3 +36,26 @@ def test_the_queue_turns_requests_away_beyond_its_size(page):
 def test_the_page_sends_no_analytics(page):
     assert page.analytics_enabled is False
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+
+
+def test_the_page_names_the_model_and_its_card_title(tmp_path):
+    from derain.inference.sources import model_name, model_title, resolve_model
+    from derain.webapp.page import PageSettings, build_page
+
+    weights = resolve_model()  # the bundled model: model.safetensors in its folder
+    settings = PageSettings(model_name=model_name(weights), model_title=model_title(weights))
+    assert settings.model_name == "default"
+    card = (weights.parent / "README.md").read_text()
+    assert f"# {settings.model_title}\n" in card
+    page = build_page(Restorer(tiny_elf(), device="cpu"), Workspace(tmp_path), settings)
+    header = next(block.value for block in page.blocks.values() if "Model:" in str(block.value))
+    assert f"Model: **default** ({settings.model_title})" in header
+    assert "model.safetensors" not in header
+
+
+def test_a_checkpoint_file_is_named_by_its_file(tmp_path):
+    from derain.inference.sources import model_name, model_title
+
+    (tmp_path / "rain200h.ckpt").write_bytes(b"")
+    assert model_name(tmp_path / "rain200h.ckpt") == "rain200h.ckpt"
+    assert model_title(tmp_path / "rain200h.ckpt") is None

@@ -46,9 +46,11 @@ def check_settings(cfg: DictConfig) -> None:
 def run(cfg: DictConfig, console: Console) -> None:
     """Loads the model, then serves the page until interrupted (see conf/demo.yaml)."""
     check_settings(cfg)
-    from derain.inference.sources import resolve_model
+    from derain.inference.sources import model_name, model_title, resolve_model
+    from derain.webapp.workspace import check_port_free
 
     checkpoint = resolve_model(cfg.ckpt_path)
+    check_port_free(cfg.host, int(cfg.port))  # before the model loads, in derain's words
     if importlib.util.find_spec("gradio") is None:
         raise ValueError("derain-demo needs Gradio: pip install 'derain[demo]'")
     from PIL import Image
@@ -71,7 +73,8 @@ def run(cfg: DictConfig, console: Console) -> None:
 
         examples = tuple(write_examples(workspace.examples)) if cfg.examples else ()
         settings = PageSettings(
-            model_name=checkpoint.name,
+            model_name=model_name(checkpoint),
+            model_title=model_title(checkpoint),
             max_pixels=int(cfg.max_pixels),
             max_file_size=str(cfg.max_file_size),
             self_ensemble=self_ensemble_choice(cfg.self_ensemble),

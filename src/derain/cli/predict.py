@@ -5,8 +5,9 @@
     derain-predict ckpt_path=... input=... output=... self_ensemble=true save_rain=true
 
 Images of any size are derained at full resolution, in tiles when one pass would not fit
-`max_memory`. Outputs keep the input's name (stem) and size; existing ones are skipped unless
-`overwrite=true`; an unreadable image is reported and skipped, and the exit code is 1 if any failed.
+`max_memory`. Outputs keep the input's name, size and format (`format=` changes it), its colour
+profile, EXIF, alpha, grey and bit depth; existing ones are skipped unless `overwrite=true`; an
+unreadable image is reported and skipped, and the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
@@ -34,12 +35,11 @@ from rich.table import Table
 from rich.text import Text
 
 from derain.cli import make_console
-from derain.data.io import read_image
-from derain.folders.predict import PredictJob, find_images, plan_jobs, write_image_atomically
-from derain.inference import Restorer, load
+from derain.folders.predict import PredictJob, check_writable, plan_jobs, scan_images
+from derain.inference import DerainedPhoto, Restorer, load, resolve_device
+from derain.inference.photo_files import DEFAULT_QUALITY, check_quality
 from derain.models import optimize
 from derain.paths import config_dir
-from derain.runtime.memory import retain_freed_memory
 
 _IMAGE_ERRORS = (OSError, ValueError, MemoryError, torch.cuda.OutOfMemoryError)
 """What one image may raise (unreadable, unwritable, too large) without stopping the run."""
@@ -58,23 +58,32 @@ class PredictSummary:
 
 
 class ImagesPerSecondColumn(ProgressColumn):
+    """The images' speed on the images' row (blank on the tiles' row)."""
+
     def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        label = "– images/s" if speed is None else f"{speed:.2f} images/s"
-        return Text(label, style="progress.data.speed")
+        if not task.fields.get("images"):
+            return Text("")
+        return Text(speed_label(task.finished_speed or task.speed), style="progress.data.speed")
 
 
-def derain_file(restorer: Restorer, job: PredictJob) -> bool:
-    """Derains `job.source` into `job.output` (and `job.rain`); True when it went in tiles."""
-    image = read_image(job.source)
-    if job.rain is None:
-        restored, rain = restorer(image), None
-    else:
-        restored, rain = restorer.separate(image)
-    write_image_atomically(job.output, restored)
-    if rain is not None:
-        write_image_atomically(job.rain, rain)
-    return restorer.last_plan.tiles > 1
+def speed_label(images_per_second: float | None) -> str:
+    """ "2.50 images/s", or seconds per image when under one a second ("437 s/image")."""
+    if not images_per_second:
+        return "– images/s"
+    if images_per_second >= 1:
+        return f"{images_per_second:.2f} images/s"
+    seconds = 1 / images_per_second
+    return f"{seconds:.1f} s/image" if seconds < 100 else f"{seconds:.0f} s/image"
+
+
+def derain_file(
+    restorer: Restorer, job: PredictJob, quality: int = DEFAULT_QUALITY, progress=None
+) -> DerainedPhoto:
+    """Derains `job.source` into `job.output` (and `job.rain`), keeping the file's format,
+    profile, EXIF, alpha, grey and bit depth where the output's format can hold them."""
+    return restorer.derain_file(
+        job.source, job.output, rain_output=job.rain, quality=quality, progress=progress
+    )
 
 
 def run(cfg: DictConfig, console: Console) -> PredictSummary:
@@ -84,8 +93,20 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
             raise ValueError(
                 f"{setting}= is required: derain-predict input=PATH output=DIR [ckpt_path=MODEL]"
             )
-    images = find_images(str(cfg.input), recursive=cfg.recursive, exclude=str(cfg.output))
-    jobs = plan_jobs(images, str(cfg.output), str(cfg.format), cfg.save_rain)
+    found = scan_images(str(cfg.input), recursive=cfg.recursive, exclude=str(cfg.output))
+    for note in found.notes(str(cfg.input), cfg.output):
+        console.print(note, markup=False, highlight=False)
+    jobs = plan_jobs(found.images, str(cfg.output), cfg.format, cfg.save_rain)
+    renamed = [job for job in jobs if job.renamed]
+    if renamed:
+        console.print(
+            f"{len(renamed)} input(s) share a name with another that differs only in its "
+            f"extension; their outputs keep the extension: "
+            + ", ".join(f"{job.relative} → {job.output.name}" for job in renamed[:5])
+            + (f" ... and {len(renamed) - 5} more" if len(renamed) > 5 else ""),
+            markup=False,
+            highlight=False,
+        )
     summary = PredictSummary()
     pending = []
     for job in jobs:
@@ -101,8 +122,9 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
         )
     if not pending:
         return summary
-    if cfg.get("retain_freed_memory", False):
-        retain_freed_memory()
+    resolve_device(cfg.device)  # settings first, then the folder, then the model
+    check_quality(int(cfg.quality))
+    check_writable(cfg.output)  # before any work, not after the first image
     restorer = load(
         cfg.ckpt_path,
         device=cfg.device,
@@ -112,6 +134,7 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
         precision=cfg.precision,
         max_memory=cfg.max_memory,
         max_tile=cfg.get("max_tile", "model"),
+        retain_freed_memory=bool(cfg.get("retain_freed_memory", True)),
     )
     optimize(
         restorer.model,
@@ -136,11 +159,18 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
         TimeRemainingColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("deraining", total=len(pending))
+        task = progress.add_task("deraining", total=len(pending), images=True)
+        passes = progress.add_task("", total=None, visible=False)
         for job in pending:
             progress.update(task, description=str(job.relative))
+            progress.reset(passes, total=None, visible=False)
             try:
-                summary.tiled += derain_file(restorer, job)
+                result = derain_file(
+                    restorer,
+                    job,
+                    int(cfg.quality),
+                    progress=_tile_reporter(progress, passes, restorer, str(job.relative)),
+                )
             except _IMAGE_ERRORS as err:
                 summary.failed.append((job.source, str(err)))
                 progress.console.print(
@@ -148,24 +178,49 @@ def run(cfg: DictConfig, console: Console) -> PredictSummary:
                 )
             else:
                 summary.done.append(job.source)
+                summary.tiled += restorer.last_plan.tiles > 1
+                if result.lost:
+                    progress.console.print(
+                        f"{job.output}: the {job.output.suffix} format cannot hold the input's "
+                        f"{' or '.join(result.lost)} (format=same keeps them)",
+                        markup=False,
+                        highlight=False,
+                    )
             progress.advance(task)
         progress.update(task, description="deraining")
+        progress.update(passes, visible=False)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
+def _tile_reporter(progress: Progress, task, restorer: Restorer, name: str):
+    """A `Restorer` progress callback that shows the tiles (or passes) of one image done, with
+    their own time estimate: a large photo takes minutes on a CPU."""
+
+    def report(done: int, total: int) -> None:
+        tiles = restorer.last_plan.tiles if restorer.last_plan is not None else 1
+        if total <= 1:
+            return
+        where = f"{done * tiles // total}/{tiles} tiles" if tiles > 1 else f"{done}/{total} passes"
+        progress.update(
+            task, total=total, completed=done, description=f"  {name}: {where}", visible=True
+        )
+
+    return report
+
+
 def print_summary(summary: PredictSummary, console: Console) -> None:
     table = Table(title="derain-predict")
-    for column in ("done", "tiled", "skipped", "failed", "seconds", "images/s"):
+    for column in ("done", "tiled", "skipped", "failed", "seconds", "speed"):
         table.add_column(column, justify="right")
-    rate = len(summary.done) / summary.seconds if summary.seconds else 0.0
+    rate = len(summary.done) / summary.seconds if summary.seconds and summary.done else None
     table.add_row(
         str(len(summary.done)),
         str(summary.tiled),
         str(len(summary.skipped)),
         str(len(summary.failed)),
         f"{summary.seconds:.1f}",
-        f"{rate:.2f}",
+        speed_label(rate),
     )
     console.print(table)
     for source, reason in summary.failed:

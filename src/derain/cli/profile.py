@@ -20,6 +20,7 @@ from rich.table import Table
 from derain.cli import make_console
 from derain.models import PRESETS
 from derain.paths import config_dir
+from derain.runtime.memory import retain_freed_memory
 from derain.studies.profiling import dense_conv_throughput, profile_model
 
 
@@ -44,6 +45,8 @@ def run(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     device = torch.device(cfg.device)
+    # measure what a user gets: derain-predict, derain.load and training all keep freed memory
+    retained = bool(cfg.get("retain_freed_memory", True)) and retain_freed_memory()
     conv = dense_conv_throughput(device)
     rows = []
     for name, model_cfg in _model_configs(cfg):
@@ -68,6 +71,7 @@ def run(cfg: DictConfig) -> dict:
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
+            "retain_freed_memory": retained,
             "dense_conv_gmacs_per_s": conv.gmacs_per_s,
             "dense_conv_layout": conv.layout,
         },
@@ -81,7 +85,8 @@ def print_report(report: dict, console: Console) -> None:
     m = report["machine"]
     table = Table(
         title=f"ELF profile @ {report['batch']}×3×{report['size']}² on {m['device']} "
-        f"({m['threads']} threads, dense conv {m['dense_conv_gmacs_per_s']:.1f} GMAC/s)"
+        f"({m['threads']} threads, dense conv {m['dense_conv_gmacs_per_s']:.1f} GMAC/s, freed "
+        f"memory {'retained' if m.get('retain_freed_memory') else 'returned to the OS'})"
     )
     for column in (
         "model",

@@ -5,6 +5,7 @@ Depends on the network only (no Lightning, no data modules):
     restorer = derain.load()           # the bundled model; or a name, folder or checkpoint
     restorer = derain.load("model.ckpt", max_memory="2GB")
     clean = restorer(rainy)            # NumPy / PIL / torch in, the same kind out
+    restorer.derain_file("IMG_1.jpg", "out/IMG_1.jpg")   # keeps format, profile, EXIF, alpha...
 """
 
 from derain.inference.checkpoint import (
@@ -18,7 +19,8 @@ from derain.inference.checkpoint import (
     save_safetensors,
 )
 from derain.inference.export import export, export_onnx, export_torchscript
-from derain.inference.restorer import Restorer, TilePlan, load, resolve_device
+from derain.inference.photo_files import Photo, PhotoReadError, read_photo, write_photo
+from derain.inference.restorer import DerainedPhoto, Restorer, TilePlan, load, resolve_device
 from derain.inference.sources import DEFAULT_MODEL, bundled_models, resolve_model
 from derain.inference.tiling import parse_memory_size, tiled_apply
 from derain.models.ensemble import self_ensemble
@@ -26,6 +28,9 @@ from derain.models.ensemble import self_ensemble
 __all__ = [
     "DEFAULT_MODEL",
     "CheckpointError",
+    "DerainedPhoto",
+    "Photo",
+    "PhotoReadError",
     "Restorer",
     "StoredNetwork",
     "TilePlan",
@@ -38,6 +43,7 @@ __all__ = [
     "load_model",
     "load_network",
     "parse_memory_size",
+    "read_photo",
     "resolve_device",
     "resolve_model",
     "save_checkpoint",
@@ -45,4 +51,5 @@ __all__ = [
     "save_safetensors",
     "self_ensemble",
     "tiled_apply",
+    "write_photo",
 ]

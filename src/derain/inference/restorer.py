@@ -28,6 +28,14 @@ from PIL import Image
 from torch import Tensor
 
 from derain.inference.checkpoint import load_network
+from derain.inference.photo_files import (
+    DEFAULT_QUALITY,
+    Photo,
+    luminance,
+    luminance_rgb,
+    read_photo,
+    write_photo,
+)
 from derain.inference.tiling import (
     DEFAULT_OVERLAP,
     axis_tiles,
@@ -40,6 +48,7 @@ from derain.models import ELF
 from derain.models.ensemble import ensemble_transforms, self_ensemble_name
 from derain.models.ensemble import self_ensemble as ensemble_mean
 from derain.runtime.memory import peak_activation_bytes
+from derain.runtime.memory import retain_freed_memory as keep_freed_memory
 
 PRECISIONS: dict[str, torch.dtype | None] = {
     "fp32": None,
@@ -67,6 +76,14 @@ Progress = Callable[[int, int], None]
 `total` is `TilePlan.tiles` × the self-ensemble's passes per tile."""
 
 _UNCHANGED: Any = object()
+
+RETAINED_MEMORY_OVERHEAD = 2.0
+"""Resident memory of a pass with freed memory retained, per byte of its live activations:
+the heap keeps freed blocks it cannot reuse for larger ones (MEASURED below)."""
+
+FLOAT_RANGE_SLACK = 0.5
+"""Float inputs may stray this far outside [0, 1] (resampling overshoot; clipped); farther is
+refused as the wrong range (an image in [0, 255])."""
 
 
 @dataclass(frozen=True)
@@ -98,11 +115,51 @@ class TilePlan:
         return self.rows * self.cols
 
 
+@dataclass(frozen=True)
+class DerainedPhoto:
+    """What `Restorer.derain_file` read and wrote.
+
+    photo: the input as read (`derain.inference.photo_files.Photo`; `photo.pixels` is upright).
+    restored, rain: the derained image and the removed rain, H×W×3 float32 in [0, 1].
+    lost: what the output's format could not hold (e.g. ["alpha"] for a JPEG), else empty.
+    """
+
+    photo: Photo
+    restored: np.ndarray
+    rain: np.ndarray
+    lost: list[str]
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """The device `device` names; for "auto", CUDA when a GPU is available, else CPU."""
+    """The device `device` names; for "auto", CUDA when a GPU is available, else CPU.
+
+    Raises:
+        ValueError: the name is no device, or names a GPU this machine (or this build of
+            PyTorch) does not have; the message says how to use a GPU only when there is one.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f'device={device!r} is not a device: use device="auto" (a GPU when there is one, '
+            'else the CPU), "cpu", "cuda" or "cuda:1"' + f" ({err})"
+        ) from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (chosen.index is not None and chosen.index >= count):
+            have = (
+                f"this machine has {count} GPU(s) (cuda:0-cuda:{count - 1})"
+                if count
+                else "PyTorch finds no CUDA GPU here"
+                + ("" if torch.backends.cuda.is_built() else " (a CPU-only build of PyTorch)")
+            )
+            raise ValueError(
+                f'device={str(device)!r} names a GPU, but {have}: use device="auto" to run on '
+                'a GPU when there is one and on the CPU otherwise, or device="cpu"'
+            )
+    return chosen
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -133,6 +190,11 @@ class Restorer:
         precision: "fp32", "bf16" (autocast; CPU or GPU) or "fp16" (autocast; GPU only).
         max_memory: working-memory budget per image (bytes or "2GB", "512MiB"...; see
             `TilePlan.estimated_bytes`); None: 2 GB on CPU, 80% of the free GPU memory.
+        retain_freed_memory: on CPU, make the process keep the memory it frees for reuse
+            (`derain.runtime.memory.retain_freed_memory`: process-wide, glibc only), which makes
+            each pass after the first much faster; tiles are then planned with
+            `RETAINED_MEMORY_OVERHEAD` more memory per pass, so the peak stays within
+            `max_memory`. `load` turns it on.
 
     After each call, `last_plan` tells how the image was processed.
     """
@@ -147,8 +209,12 @@ class Restorer:
         precision: str = "fp32",
         max_memory: int | str | None = None,
         max_tile: int | None = None,
+        retain_freed_memory: bool = False,
     ) -> None:
         self.device = resolve_device(device)
+        self.retains_freed_memory = (
+            retain_freed_memory and self.device.type == "cpu" and keep_freed_memory()
+        )
         self.model = model.to(self.device).eval()
         self.multiple = model.multiple
         _check_tiling(tile, overlap, self.multiple)
@@ -167,11 +233,13 @@ class Restorer:
     def activation_bytes_per_pixel(self) -> float:
         """Peak activation memory of one forward pass per input pixel (bytes), measured once
         with `derain.runtime.memory.peak_activation_bytes` on a 128² input; memory grows linearly
-        with pixel count, so this predicts (slightly over) any larger size."""
+        with pixel count, so this predicts (slightly over) any larger size. With freed memory
+        retained, `RETAINED_MEMORY_OVERHEAD` times that."""
         if self._activation_bytes_per_pixel is None:
             example = torch.rand(1, 3, _MEASURED_SIDE, _MEASURED_SIDE, device=self.device)
             peak = peak_activation_bytes(self.model, example)
-            self._activation_bytes_per_pixel = peak / _MEASURED_SIDE**2
+            overhead = RETAINED_MEMORY_OVERHEAD if self.retains_freed_memory else 1.0
+            self._activation_bytes_per_pixel = overhead * peak / _MEASURED_SIDE**2
         return self._activation_bytes_per_pixel
 
     def plan(self, height: int, width: int, batch: int = 1) -> TilePlan:
@@ -210,8 +278,10 @@ class Restorer:
 
     def __call__(self, image: Any, progress: Progress | None = None) -> Any:
         """The derained image, of the input's kind: an H×W×3 NumPy array (uint8/uint16 → same
-        dtype, float in [0, 1] → same float dtype), a PIL image (→ RGB PIL image), or a torch
-        tensor 3×H×W or B×3×H×W (uint8 or float in [0, 1]; → same shape, dtype and device).
+        dtype, float in [0, 1] → same float dtype; H×W or H×W×1 grey stays grey, the alpha of
+        H×W×2 / H×W×4 comes back unchanged), a PIL image (→ the same mode for L, LA, RGB and
+        RGBA, else RGB), or a torch tensor 3×H×W or B×3×H×W (uint8 or float in [0, 1]; → same
+        shape, dtype and device). Float NaN/inf or values far outside [0, 1] raise ValueError.
         `progress(done, total)` hears of every network pass (see `Progress`)."""
         batch, to_input_kind = _as_batch(image, self.device)
         restored, _ = self.restore_batch(batch, progress=progress)
@@ -227,6 +297,37 @@ class Restorer:
         batch, to_input_kind = _as_batch(image, self.device)
         restored, rain = self.restore_batch(batch, with_rain=True, progress=progress)
         return to_input_kind(restored), to_input_kind(rain)
+
+    def derain_file(
+        self,
+        source: str | os.PathLike,
+        output: str | os.PathLike,
+        rain_output: str | os.PathLike | None = None,
+        quality: int = DEFAULT_QUALITY,
+        progress: Progress | None = None,
+    ) -> DerainedPhoto:
+        """Derains the image file `source` into `output`, and its rain layer into `rain_output`
+        when given, each in the format of its suffix.
+
+        The output keeps what the file holds besides its colours wherever the format can hold
+        it: colour profile, EXIF (orientation set upright, as the pixels are), alpha, grey and
+        16 bits (`derain.inference.photo_files`); JPEG and WebP are written at `quality`.
+        Files are written atomically. `progress` as in `__call__`.
+
+        Raises:
+            FileNotFoundError: `source` does not exist.
+            ValueError: `source` cannot be decoded (`PhotoReadError`), or does not fit
+                `max_memory` even in tiles.
+        """
+        photo = read_photo(source)
+        restored = self(photo.pixels, progress=progress)
+        if photo.grey:  # the network's RGB has small casts; grey photos stay grey
+            restored = luminance_rgb(restored)
+        rain = np.clip(photo.pixels - restored, 0.0, 1.0)
+        lost = write_photo(output, photo.with_pixels(restored), quality)
+        if rain_output is not None:
+            write_photo(rain_output, Photo(rain, grey=photo.grey, bits=photo.bits), quality)
+        return DerainedPhoto(photo, restored, rain, lost)
 
     def with_options(
         self, self_ensemble: bool | str = _UNCHANGED, max_memory: int | str | None = _UNCHANGED
@@ -310,6 +411,7 @@ def load(
     precision: str = "fp32",
     max_memory: int | str | None = None,
     max_tile: int | str | None = "model",
+    retain_freed_memory: bool = True,
 ) -> Restorer:
     """A `Restorer` for the network `source` names: None (the bundled default model), a
     bundled model's short name, a model folder, a derain `.ckpt`/`.safetensors` file or one of
@@ -317,7 +419,8 @@ def load(
 
     Files are read without running code from them (`derain.inference.checkpoint.load_network`);
     `max_tile="model"` takes the model's own (none for most checkpoints; the bundled model's
-    card gives its), None lifts it, a number replaces it; the other arguments are `Restorer`'s.
+    card gives its), None lifts it, a number replaces it; the other arguments are `Restorer`'s
+    (`retain_freed_memory` on by default here: several times faster on CPU, within `max_memory`).
     """
     device = resolve_device(device)
     stored = load_network(source, device)
@@ -330,6 +433,7 @@ def load(
         precision=precision,
         max_memory=max_memory,
         max_tile=stored.chosen_max_tile(max_tile),
+        retain_freed_memory=retain_freed_memory,
     )
 
 
@@ -390,7 +494,11 @@ def _as_batch(image: Any, device: torch.device) -> tuple[Tensor, Callable[[Tenso
     if isinstance(image, Tensor):
         return _tensor_batch(image, device)
     if isinstance(image, Image.Image):
-        batch, to_array = _array_batch(np.array(image.convert("RGB")), device)
+        if image.mode not in _PIL_MODES:
+            image = image.convert(
+                "RGBA" if "A" in image.mode or "transparency" in image.info else "RGB"
+            )
+        batch, to_array = _array_batch(np.asarray(image), device)
         return batch, lambda out: Image.fromarray(to_array(out))
     if isinstance(image, np.ndarray):
         return _array_batch(image, device)
@@ -400,31 +508,73 @@ def _as_batch(image: Any, device: torch.device) -> tuple[Tensor, Callable[[Tenso
     )
 
 
+_PIL_MODES = ("L", "LA", "RGB", "RGBA")
+"""PIL modes derained as they are (others are converted to RGB or RGBA first)."""
+
+
 def _array_batch(array: np.ndarray, device: torch.device) -> tuple[Tensor, Callable]:
-    if array.ndim != 3 or array.shape[2] != 3:
+    """H×W (grey), H×W×1 (grey), H×W×2 (grey + alpha), H×W×3 (RGB) or H×W×4 (RGBA): the
+    colour goes through the network as RGB, grey comes back grey (the luminance of the result)
+    and alpha comes back unchanged."""
+    shape = array.shape
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
         raise ValueError(
-            f"expected an H×W×3 RGB array, got shape {array.shape}; read files with "
-            "derain.data.io.read_image, which turns grey and RGBA images into RGB"
+            f"expected an H×W grey or H×W×3 RGB array (×1 grey, ×2 grey+alpha and ×4 RGBA are "
+            f"taken too), got shape {shape}"
         )
     if np.issubdtype(array.dtype, np.integer):
         if array.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"expected a uint8, uint16 or float array, got {array.dtype}")
         scale = float(np.iinfo(array.dtype).max)
-        pixels = torch.from_numpy(array.astype(np.float32) / np.float32(scale))
+        values = torch.from_numpy(array.astype(np.float32) / np.float32(scale))
     elif np.issubdtype(array.dtype, np.floating):
-        # from_numpy shares memory, so a read-only array is copied rather than aliased
-        pixels = torch.from_numpy(array if array.flags.writeable else array.copy()).float()
+        # a copy: from_numpy would share memory, and takes no negative strides (img[..., ::-1])
+        values = _checked_float(torch.from_numpy(np.array(array, np.float32)), "array")
     else:
         raise ValueError(f"expected a uint8, uint16 or float array, got {array.dtype}")
-    batch = pixels.permute(2, 0, 1).unsqueeze(0).to(device)
+    colours = 1 if array.shape[2] in (1, 2) else 3
+    alpha = values[:, :, colours:]
+    rgb = values[:, :, :colours].expand(-1, -1, 3)
+    batch = rgb.permute(2, 0, 1).unsqueeze(0).to(device)
 
     def to_array(out: Tensor) -> np.ndarray:
         result = out[0].permute(1, 2, 0).cpu().numpy()
+        if colours == 1:
+            result = luminance(result)[:, :, None]
+        result = np.concatenate([result, alpha.numpy()], axis=2).reshape(shape)
         if np.issubdtype(array.dtype, np.integer):
             return np.round(result * scale).astype(array.dtype)
         return result.astype(array.dtype, copy=False)
 
     return batch, to_array
+
+
+def _checked_float(values: Tensor, kind: str) -> Tensor:
+    """Float pixels clipped to [0, 1], after refusing those the network would silently turn into
+    garbage: NaN or infinite ones (they spread to the whole output) and values far outside
+    [0, 1] (an image in [0, 255])."""
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise ValueError(
+            f"the {kind} has {bad} NaN or infinite value(s) of {values.numel()}: they would "
+            "spread over the whole result; replace them first, e.g. np.nan_to_num(image)"
+        )
+    if values.numel() == 0:
+        return values
+    low, high = float(values.min()), float(values.max())
+    if high > FLOAT_RANGE_SLACK + 1.0 or low < -FLOAT_RANGE_SLACK:
+        raise ValueError(
+            f"float images must be in [0, 1], but this {kind}'s values span [{low:g}, {high:g}]: "
+            + (
+                "divide an image in [0, 255] by 255 (or pass it as uint8)"
+                if high > 2.0
+                else "rescale it to [0, 1]"
+            )
+        )
+    return values.clamp(0.0, 1.0)
 
 
 def _tensor_batch(tensor: Tensor, device: torch.device) -> tuple[Tensor, Callable]:
@@ -434,6 +584,8 @@ def _tensor_batch(tensor: Tensor, device: torch.device) -> tuple[Tensor, Callabl
         raise ValueError(f"expected a uint8 or float tensor in [0, 1], got {tensor.dtype}")
     batch = tensor if tensor.ndim == 4 else tensor.unsqueeze(0)
     batch = batch.to(device, torch.float32)
+    if tensor.is_floating_point():
+        batch = _checked_float(batch, "tensor")
     if tensor.dtype == torch.uint8:
         batch = batch / 255.0
 

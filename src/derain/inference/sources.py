@@ -70,3 +70,22 @@ def resolve_model(source: ModelSource = None) -> Path:
     if path.suffix or len(path.parts) > 1:
         raise FileNotFoundError(f"checkpoint {path} does not exist: give ckpt_path= {kinds}")
     raise FileNotFoundError(f"no model {name!r}: give ckpt_path= {kinds}")
+
+
+def model_name(weights: str | os.PathLike) -> str:
+    """How a model is named to people: a model folder's name for its `model.safetensors` (the
+    bundled `default`), else the file's name."""
+    weights = Path(weights)
+    return weights.parent.name if weights.name == WEIGHTS_FILE else weights.name
+
+
+def model_title(weights: str | os.PathLike) -> str | None:
+    """The title of the model card beside a model folder's `model.safetensors` (its first
+    `# ` heading), or None when there is no card or it has no title."""
+    card = Path(weights).parent / CARD_FILE
+    if Path(weights).name != WEIGHTS_FILE or not card.is_file():
+        return None
+    for line in card.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip() or None
+    return None

@@ -24,7 +24,9 @@ def retain_freed_memory() -> bool:
     1024². With every block served from the heap and the heap never trimmed, a second pass
     reuses the first one's memory. Process-wide and for the rest of the process: memory stays at
     its peak (as with PyTorch's CUDA caching allocator). `LD_PRELOAD`-ing jemalloc or tcmalloc
-    is the alternative for code that cannot call this.
+    is the alternative for code that cannot call this. Training, evaluation, `derain-predict`,
+    `derain-profile` and `derain.load` call it by default (`Restorer` then plans tiles for the
+    memory the kept heap holds: `derain.inference.restorer.RETAINED_MEMORY_OVERHEAD`).
     """
     if not sys.platform.startswith("linux"):
         return False

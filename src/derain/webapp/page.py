@@ -15,7 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from derain.webapp.workspace import OFFLINE_ENVIRONMENT, RESULT_LIFETIME_S, Workspace
+from derain.webapp.workspace import (
+    OFFLINE_ENVIRONMENT,
+    RESULT_LIFETIME_S,
+    Workspace,
+    port_taken,
+)
 
 # read by Gradio and huggingface_hub when they are imported
 os.environ.update(OFFLINE_ENVIRONMENT)
@@ -46,6 +51,7 @@ class PageSettings:
     """What the page offers and accepts (see conf/demo.yaml for each setting)."""
 
     model_name: str
+    model_title: str | None = None
     max_pixels: int = 16_000_000
     max_file_size: str = "50MB"
     self_ensemble: str = "off"
@@ -111,7 +117,9 @@ def build_page(restorer: Restorer, workspace: Workspace, settings: PageSettings)
     ) as page:
         gr.Markdown(
             "# derain: remove rain from photos\n"
-            f"Model: **{settings.model_name}** on {restorer.device}. Photos up to "
+            f"Model: **{settings.model_name}**"
+            + (f" ({settings.model_title})" if settings.model_title else "")
+            + f" on {restorer.device}. Photos up to "
             f"{settings.max_pixels / 1e6:.0f} MP and {settings.max_file_size}; results keep "
             "the full resolution and the format of each upload."
         )
@@ -184,18 +192,21 @@ def serve(
     """
     os.environ["GRADIO_TEMP_DIR"] = str(workspace.uploads)
     page = build_page(restorer, workspace, settings)
-    _, url, _ = page.launch(
-        server_name=host,
-        server_port=port,
-        share=False,
-        inbrowser=False,
-        quiet=True,
-        prevent_thread_lock=True,
-        max_file_size=settings.max_file_size,
-        ssr_mode=False,
-        mcp_server=False,
-        footer_links=["api"],
-    )
+    try:
+        _, url, _ = page.launch(
+            server_name=host,
+            server_port=port,
+            share=False,
+            inbrowser=False,
+            quiet=True,
+            prevent_thread_lock=True,
+            max_file_size=settings.max_file_size,
+            ssr_mode=False,
+            mcp_server=False,
+            footer_links=["api"],
+        )
+    except OSError as err:  # taken between derain-demo's own check and now
+        raise ValueError(port_taken(host, port, str(err).split(".")[0])) from None
     if block:
         page.block_thread()
     return page, url

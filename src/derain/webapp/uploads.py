@@ -17,13 +17,13 @@ from PIL import Image
 from derain.data.io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
-    read_image,
     read_image_size,
     to_uint8,
     write_image,
 )
 from derain.data.photos import fit_longest_side
-from derain.inference import Restorer
+from derain.inference import PhotoReadError, Restorer
+from derain.inference.photo_files import DEFAULT_QUALITY
 from derain.inference.restorer import Progress
 from derain.webapp.workspace import Workspace
 
@@ -43,7 +43,7 @@ class DerainResult:
     output: the full-resolution result, named `<stem>_derained<suffix>` in the upload's format.
     before, after, rain: H×W×3 uint8 previews (longest side at most `PREVIEW_SIDE`).
     height, width: the upload's (upright) size; `tiles`: how many tiles it went through.
-    seconds: time spent deraining (reading and writing excluded).
+    seconds: time spent reading, deraining and writing the photo.
     """
 
     name: str
@@ -100,13 +100,15 @@ def derain_upload(
     max_pixels: int,
     name: str | None = None,
     progress: Progress | None = None,
+    quality: int = DEFAULT_QUALITY,
 ) -> DerainResult:
     """Checks (`check_upload`), reads and derains one uploaded image into `output_dir`.
 
     Args:
         restorer: the network and its settings (self-ensemble, memory budget).
         path: the uploaded file; `name`: the name the person gave it (default: the file's).
-        output_dir: where the result is written (created if missing).
+        output_dir: where the result is written (created if missing), in the upload's format
+            (JPEG and WebP at `quality`), with its profile, EXIF, alpha, grey and bit depth.
         progress: hears of each network pass (see `derain.inference.restorer.Progress`).
 
     Raises:
@@ -116,28 +118,27 @@ def derain_upload(
     path = Path(path)
     name = name or path.name
     height, width = check_upload(path, max_pixels, name)
-    try:
-        image = read_image(path)
-    except ImageReadError:
-        # a header can be intact while the pixels are cut off (an interrupted copy)
-        raise UploadError(f"{name} cannot be read as an image: the file is damaged") from None
+    output = Path(output_dir) / f"{Path(name).stem}_derained{Path(name).suffix.lower()}"
     start = time.perf_counter()
     try:
-        restored, rain = restorer.separate(image, progress=progress)
+        # the same reading and writing as derain-predict: format, profile, EXIF, alpha, grey
+        # and bit depth are kept
+        result = restorer.derain_file(path, output, quality=quality, progress=progress)
+    except PhotoReadError:
+        # a header can be intact while the pixels are cut off (an interrupted copy)
+        raise UploadError(f"{name} cannot be read as an image: the file is damaged") from None
     except ValueError as err:  # the memory budget cannot hold even the smallest tile
         raise UploadError(
             f"{name} does not fit a memory budget of {restorer.max_memory / 1e9:.2f} GB, even "
             f"in tiles: choose a larger budget ({err})"
         ) from None
     seconds = time.perf_counter() - start
-    output = Path(output_dir) / f"{Path(name).stem}_derained{Path(name).suffix.lower()}"
-    write_image(output, restored)
     return DerainResult(
         name=name,
         output=output,
-        before=_preview(image),
-        after=_preview(restored),
-        rain=_preview(rain),
+        before=_preview(result.photo.pixels),
+        after=_preview(result.restored),
+        rain=_preview(result.rain),
         height=height,
         width=width,
         tiles=restorer.last_plan.tiles,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -61,3 +62,21 @@ class Workspace:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raises ValueError naming `port=` when another program already listens on host:port."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ValueError(port_taken(host, port, err.strerror or str(err))) from None
+
+
+def port_taken(host: str, port: int, reason: str = "in use") -> str:
+    """The message for a port that cannot be served: the setting that changes it."""
+    other = port + 1 if port < 65535 else 7860
+    return (
+        f"port={port} on {host} is taken ({reason}): another derain-demo or another program "
+        f"serves there; stop it, or choose another port, e.g. derain-demo port={other}"
+    )
