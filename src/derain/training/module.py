@@ -319,7 +319,9 @@ class DerainModule(pl.LightningModule):
         loss, terms = self.loss(out, batch)
         self._track_nonfinite(loss)
         batch_size = batch["rainy"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        # not prog_bar: Lightning would read it on the host at every step (a GPU sync); the
+        # progress bar (derain.training.callbacks.ProgressBar) shows it per logging interval
+        self.log("train/loss", loss, batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
         return loss
