@@ -171,3 +171,48 @@ def test_sigterm_to_rank_0_alone_under_lightnings_launcher_stops_both_and_resume
         time.sleep(0.1)
     stopped = _check_stopped_once(run, proc, out)
     _check_resumes(tmp_path, launch, stopped)
+
+
+def test_requeue_signal_in_a_plain_slurm_job_saves_requeues_and_the_requeued_job_resumes(
+    tmp_path,
+):
+    """A batch script's single process (sbatch --signal=USR2@N, no submitit): the signal
+    saves, `scontrol requeue` is asked for this job, and the requeued run resumes by itself."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/requeued"\n')
+    scontrol.chmod(0o755)
+    env = {**_env(), "SLURM_JOB_ID": "77", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    args = [a for a in DDP if a != "trainer=ddp_cpu"]
+    proc = subprocess.Popen(
+        [str(BIN / "derain-train"), *args, "trainer.max_steps=400"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        run = _wait_for_training(tmp_path, proc)
+        proc.send_signal(signal.SIGUSR2)
+    finally:
+        out = _finish(proc)
+    assert proc.returncode == 0, out[-3000:]
+    assert (tmp_path / "requeued").read_text().split() == ["requeue", "77"]
+    last = run / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["slurm_job_id"] == "77" and saved["global_step"] < 400
+
+    requeued = subprocess.run(
+        [str(BIN / "derain-train"), *args, f"trainer.max_steps={saved['global_step'] + 1}"],
+        cwd=tmp_path,
+        env={**env, "SLURM_RESTART_COUNT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert "requeued SLURM job: resuming from" in requeued.stdout + requeued.stderr
+    _, resumed = run_dirs(tmp_path)
+    assert _step(resumed / "checkpoints" / "last.ckpt") == saved["global_step"] + 1

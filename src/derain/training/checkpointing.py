@@ -145,13 +145,16 @@ class Preemption(Callback):
         self._previous = {signum: signal.getsignal(signum) for signum in self.signals}
         self._install()
 
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._install()  # see on_train_start; the sanity check runs before it
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning installs its own SIGTERM handler after set-up (it broadcasts from inside
         # the handler): this one replaces it for the training loop
         self._install()
         # Lightning also broadcasts rank 0's SIGTERM flag at every step (a collective and a
-        # host read each time). Its flag is now only set by `_stop`, on every process at the
-        # same step, so that broadcast can only ever agree: skip it
+        # host read each time). Its flag is now only set by on_train_batch_end, on every
+        # process at the same step, so that broadcast can only ever agree: skip it
         epoch_loop = trainer.fit_loop.epoch_loop
         if hasattr(epoch_loop, "_broadcast_sigterm_tensor"):
             epoch_loop._broadcast_sigterm_tensor = lambda: None
