@@ -31,8 +31,7 @@ class EMA(EMAWeightAveraging):
     12.5 ms per update, `python benchmarks/bench_updates.py`). Its averaged model also reads its
     update counter, a device tensor, on the host twice per update (a GPU sync every step); here
     the count is kept on the host as well, read from the device once per fit, before its
-    first step. Same arguments,
-    same averages (to float rounding), same checkpoints.
+    first step. Same arguments, same averages (to float rounding), same checkpoints.
     """
 
     def __init__(
