@@ -7,7 +7,8 @@ One run, one table, sized for one GPU in under 10 minutes (`elf`, 256² patches)
   samples/s and peak memory, at the largest batch (up to 16) whose fp32 step fits in 60% of
   the device's memory ("loss vs fp32": the largest relative difference over the steps);
 - training speed-ups in bf16: channels-last against contiguous maps, and compiled (regional
-  torch.compile) against eager;
+  torch.compile) against eager; each training row's first step (the compiled one's includes
+  compiling) and whether every loss of its steps was finite;
 - inference on a 1920×1080 photo in fp32, bf16 and fp16 autocast: finite or not, PSNR of each
   output against the fp32 output, latency and peak memory.
 
@@ -19,7 +20,8 @@ One run, one table, sized for one GPU in under 10 minutes (`elf`, 256² patches)
 Without --ckpt, inference uses the weights after the bf16 training steps; a trained network has
 larger activations (the attention's products grow with them), so --ckpt is the stronger check.
 --quick: `elf_tiny`, 64² patches, batch 2, 3 steps, a 192×108 image, no compile (about a minute
-on one CPU thread). The table goes to stdout, all figures to a JSON file (--json).
+on one CPU thread). The table, under the device's name, goes to stdout, all figures to a JSON
+file (--json).
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class Trainer:
         fused = device.type == "cuda"
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=2e-4, fused=fused)
         self.device, self.dtype = device, dtype
+        self.losses: list[torch.Tensor] = []  # every step's loss, on the device
 
     def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
@@ -143,7 +146,12 @@ class Trainer:
             loss, _ = self.loss(self.model(batch["rainy"]), batch)
         loss.backward()
         self.optimizer.step()
+        self.losses.append(loss.detach())
         return loss.detach()
+
+    def finite(self) -> bool:
+        """Whether every loss of this trainer's steps so far (timed ones included) is finite."""
+        return all_finite(self.losses)
 
     def samples_per_s(self, batch, steps: int) -> float:
         self.step(batch)  # warm-up (and compilation)
@@ -153,6 +161,14 @@ class Trainer:
             self.step(batch)
         _sync(self.device)
         return steps * len(batch["rainy"]) / (time.perf_counter() - start)
+
+
+def all_finite(values) -> bool:
+    """True when every value (numbers or tensors of any shape) is finite; False for none."""
+    values = list(values)
+    if not values:
+        return False
+    return all(bool(torch.isfinite(torch.as_tensor(v)).all()) for v in values)
 
 
 def fitting_batch(weights, args, device) -> int:
@@ -187,7 +203,10 @@ def training_rows(weights, args, device) -> tuple[list[dict], dict, dict]:
     rows, losses = [], {}
     for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         trainer = Trainer(weights, args, device, dtype)
-        losses[name] = [float(trainer.step(b)) for b in batches]
+        start = time.perf_counter()
+        losses[name] = [float(trainer.step(b)) for b in batches[:1]]
+        first_s = time.perf_counter() - start  # float() above waited for the device
+        losses[name] += [float(trainer.step(b)) for b in batches[1:]]
         if dtype is not None:
             trained = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
         _reset_peak(device)
@@ -197,7 +216,8 @@ def training_rows(weights, args, device) -> tuple[list[dict], dict, dict]:
                 "check": f"training {name}, channels-last, eager",
                 "samples_per_s": rate,
                 "peak_gib": _peak_gib(device),
-                "finite": all(map(math.isfinite, losses[name])),
+                "first_step_s": first_s,
+                "finite": trainer.finite(),
             }
         )
         del trainer
@@ -225,8 +245,8 @@ def training_rows(weights, args, device) -> tuple[list[dict], dict, dict]:
                 "check": f"training bf16, {label}",
                 "samples_per_s": rate,
                 "peak_gib": _peak_gib(device),
-                "first_step_s": first_s,
-                "finite": True,
+                "first_step_s": first_s,  # the compiled row's includes compiling
+                "finite": trainer.finite(),
             }
         )
         del trainer
@@ -282,18 +302,42 @@ def _cell(value, fmt: str) -> str:
     return format(value, fmt)
 
 
-def print_table(rows: list[dict]) -> str:
+def device_name(device: torch.device) -> str:
+    """The GPU's name (e.g. "NVIDIA H100 80GB HBM3"), or "cpu"."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def compile_seconds(rows: list[dict]) -> float | None:
+    """Seconds the compiled row's first step took beyond the eager one's (compilation, mostly);
+    None without a compiled row."""
+    first = {r["check"]: r.get("first_step_s") for r in rows}
+    compiled = first.get("training bf16, channels-last, compiled")
+    eager = first.get("training bf16, channels-last, eager")
+    return None if compiled is None or eager is None else compiled - eager
+
+
+def print_table(rows: list[dict], device: str = "cpu") -> str:
+    """Prints (and returns) the table of `rows`, under a line naming the device and torch."""
     header = (
-        "| check | finite | loss vs fp32 | samples/s | latency ms | PSNR vs fp32 dB | peak GiB |"
+        "| check | finite | loss vs fp32 | samples/s | first step s | latency ms "
+        "| PSNR vs fp32 dB | peak GiB |"
     )
-    lines = [header, "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"device: {device}, torch {torch.__version__}",
+        "",
+        header,
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         lines.append(
             f"| {r['check']} | {_cell(r.get('finite'), '')} "
             f"| {_cell(r.get('loss_vs_fp32'), '.2e')} | {_cell(r.get('samples_per_s'), '.1f')} "
-            f"| {_cell(r.get('latency_ms'), '.1f')} "
+            f"| {_cell(r.get('first_step_s'), '.2f')} | {_cell(r.get('latency_ms'), '.1f')} "
             f"| {_cell(r.get('psnr_vs_fp32'), '.2f')} | {_cell(r.get('peak_gib'), '.2f')} |"
         )
+    compiling = compile_seconds(rows)
+    if compiling is not None:
+        lines += ["", f"compile time (first compiled step beyond the eager one): {compiling:.1f} s"]
     table = "\n".join(lines)
     print(table)
     return table
@@ -326,13 +370,14 @@ def main(argv: list[str] | None = None) -> int:
         network.load_state_dict(trained)
         weights_from = f"{args.steps} bf16 training steps from random weights"
     rows += inference_rows(copy.deepcopy(network), args, device)
-    table = print_table(rows)
+    table = print_table(rows, device_name(device))
     ratios = speed_ups(rows)
     print("training speed-ups: " + ", ".join(f"{k} ×{v:.2f}" for k, v in ratios.items()))
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["benchmarks/bench_gpu.py", *(sys.argv[1:] if argv is None else argv)]),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": device_name(device),
+        "compile_s": compile_seconds(rows),
         "torch": torch.__version__,
         "preset": args.preset,
         "batch": args.batch,

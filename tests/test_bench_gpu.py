@@ -46,3 +46,40 @@ def test_quick_cpu_run_prints_the_table_and_checks_every_precision(monkeypatch, 
     assert all(math.isfinite(v) and v > 0 for v in report["speed_ups"].values())
     printed = capsys.readouterr().out
     assert "| inference fp16 192×108 | yes |" in printed and "training speed-ups" in printed
+
+
+def test_training_rows_say_not_finite_when_the_losses_are_not(monkeypatch):
+    """Every row's `finite` comes from its own losses, the contiguous row's included."""
+    import torch
+
+    script = _load_script(monkeypatch)
+    args = script.parse_args(["--device", "cpu", "--quick", "--steps", "1", "--timed", "1"])
+    from derain.models import ELF
+
+    weights = ELF.from_preset(args.preset).state_dict()
+    weights = {
+        k: torch.full_like(v, math.nan) if v.is_floating_point() else v for k, v in weights.items()
+    }
+    rows, _, _ = script.training_rows(weights, args, torch.device("cpu"))
+    assert {r["check"]: r["finite"] for r in rows} == {
+        "training fp32, channels-last, eager": False,
+        "training bf16, channels-last, eager": False,
+        "training bf16, contiguous, eager": False,
+    }
+    assert not script.all_finite([]) and script.all_finite([1.0, torch.ones(2)])
+    assert not script.all_finite([torch.tensor([1.0, math.inf])])
+
+
+def test_table_names_the_device_and_the_compile_time(monkeypatch, capsys):
+    script = _load_script(monkeypatch)
+    rows = [
+        {"check": "training bf16, channels-last, eager", "first_step_s": 0.5, "finite": True},
+        {"check": "training bf16, channels-last, compiled", "first_step_s": 42.5, "finite": False},
+    ]
+    table = script.print_table(rows, "NVIDIA H200")
+    assert table.splitlines()[0].startswith("device: NVIDIA H200, torch ")
+    assert "| training bf16, channels-last, compiled | NO | – | – | 42.50 |" in table
+    assert table.splitlines()[-1] == (
+        "compile time (first compiled step beyond the eager one): 42.0 s"
+    )
+    assert script.compile_seconds(rows[:1]) is None

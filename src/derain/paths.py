@@ -28,13 +28,17 @@ def config_dir() -> Path:
 
 
 def register_resolvers() -> None:
-    """The `${derain.*:}` interpolations of conf/: run folder name, per-process log name, and
-    the `.hydra/` folder written by the first process only. Registered on import."""
+    """The `${derain.*:}` interpolations of conf/: run folder name, per-process log name, the
+    `.hydra/` folder written by the first process only, and the SLURM launcher's tasks and GPUs
+    per node. Registered on import."""
     resolvers = {
         # cached: one name per composed config, like Hydra's ${now:}
         "derain.run_name": (launch.run_name, True),
         "derain.rank_suffix": (launch.rank_suffix, False),
         "derain.rank_zero_only": (launch.rank_zero_only, False),
+        # the SLURM launcher's resources, from the trainer's settings
+        "derain.slurm_tasks_per_node": (launch.slurm_tasks_per_node, False),
+        "derain.slurm_gpus_per_node": (launch.slurm_gpus_per_node, False),
     }
     for name, (function, cache) in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -134,11 +134,13 @@ def test_checkpoints_by_training_time_are_written_during_the_epoch(tmp_path):
         "data.limit=64",  # 32 steps per epoch: the run ends long before the epoch
         "callbacks.timed_checkpoint.train_time_interval.minutes=0",
         "callbacks.timed_checkpoint.filename=timed",
+        # the clock is read every 2 steps: at step 2, not at the last step (3)
+        "callbacks.timed_checkpoint.check_every_n_steps=2",
         "test=false",
         cwd=tmp_path,
     )
     (run,) = run_dirs(tmp_path)
-    assert _saved_step(run / "checkpoints" / "timed.ckpt") == 3
+    assert _saved_step(run / "checkpoints" / "timed.ckpt") == 2
 
 
 def test_resume_continues_the_time_following_cosine_where_its_clock_stopped(tmp_path):

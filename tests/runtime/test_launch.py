@@ -91,3 +91,15 @@ def test_srun_tasks_are_named_by_job_and_step(clean_env, extra, named_by_job):
         assert name == "slurm77.3" and launch.rank_suffix() == "_ddp_process_1"
     else:
         assert _is_a_time(name) and launch.rank_suffix() == ""
+
+
+def test_slurm_job_shape_follows_the_trainer():
+    assert launch.slurm_tasks_per_node(4) == 4
+    assert launch.slurm_gpus_per_node("gpu", 4) == 4
+    assert launch.slurm_gpus_per_node("cpu", 2) is None
+
+
+@pytest.mark.parametrize("devices", ["auto", [0, 1], 0, True])
+def test_slurm_job_shape_needs_a_device_count(devices):
+    with pytest.raises(ValueError, match=r"trainer.devices=N"):
+        launch.slurm_tasks_per_node(devices)

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from derain.training.checkpointing import AtomicCheckpointIO, RandomStates, slurm_requeued
+from derain.training.checkpointing import (
+    AtomicCheckpointIO,
+    Preemption,
+    RandomStates,
+    slurm_requeued,
+)
 from derain.training.tasks import resolve_ckpt_path
 
 
@@ -96,3 +102,12 @@ def test_a_requeued_slurm_job_resumes_its_own_newest_checkpoint(tmp_path, monkey
     assert resolve_ckpt_path(None, _cfg(tmp_path), requeued=True) is None
     monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
     assert not slurm_requeued()
+
+
+def test_preemption_names_a_wrong_requeue_signal_and_its_setting(tmp_path):
+    assert Preemption(tmp_path, requeue_signal="usr2").requeue_signal == signal.SIGUSR2
+    assert Preemption(tmp_path, requeue_signal=None).signals == [signal.SIGTERM]
+    with pytest.raises(ValueError, match=r"callbacks.preemption.requeue_signal='USR9'"):
+        Preemption(tmp_path, requeue_signal="USR9")
+    with pytest.raises(ValueError, match=r"callbacks.preemption.check_every_n_steps"):
+        Preemption(tmp_path, check_every_n_steps=0)

@@ -106,3 +106,23 @@ def rank_zero_only(value: str) -> str | None:
     """`value` in the first process of a launch (or without a launcher), None in the others:
     Hydra writes the run's `.hydra/` config folder once."""
     return None if launcher_rank() else value
+
+
+def slurm_tasks_per_node(devices: object) -> int:
+    """SLURM tasks per node for `trainer.devices`: Lightning expects one task per device.
+
+    The launcher config (conf/hydra/launcher/slurm.yaml) asks for this many tasks on each node.
+    """
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(
+            f"hydra/launcher=slurm needs trainer.devices as a number of devices per node, got "
+            f"{devices!r}: set trainer.devices=N (or hydra.launcher.tasks_per_node and "
+            "hydra.launcher.gpus_per_node yourself)"
+        )
+    return devices
+
+
+def slurm_gpus_per_node(accelerator: str, devices: object) -> int | None:
+    """GPUs to ask SLURM for on each node: `trainer.devices` on a GPU trainer, none on CPU."""
+    tasks = slurm_tasks_per_node(devices)
+    return None if str(accelerator) == "cpu" else tasks

@@ -6,11 +6,17 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, WeightAveraging
+from lightning.pytorch.callbacks import (
+    Callback,
+    EMAWeightAveraging,
+    RichProgressBar,
+    WeightAveraging,
+)
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 log = logging.getLogger(__name__)
@@ -24,8 +30,8 @@ class EMA(EMAWeightAveraging):
     hundreds of small tensors of a compact network (elf_tiny, one CPU thread: 35.5 ms against
     12.5 ms per update, `python benchmarks/bench_updates.py`). Its averaged model also reads its
     update counter, a device tensor, on the host twice per update (a GPU sync every step); here
-    the count is kept on the host as well, read from the device once per fit. Same arguments,
-    same averages (to float rounding), same checkpoints.
+    the count is kept on the host as well, read from the device once per fit, before its
+    first step. Same arguments, same averages (to float rounding), same checkpoints.
     """
 
     def __init__(
@@ -54,6 +60,11 @@ class EMA(EMAWeightAveraging):
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
         self._updates = None  # a resumed average has its own count
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the one read of the device counter, before the steps (after a resume's restore)
+        if getattr(self, "_average_model", None) is not None:
+            self._updates = int(self._average_model.n_averaged)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # as the parent: step_idx is zero-based, global_step counts optimizer steps taken
@@ -266,3 +277,35 @@ class SkippedSamples(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self.write(trainer)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's `RichProgressBar`, also showing logged training values (`shown`, e.g.
+    train/loss) as they were at the last logging interval (`trainer.log_every_n_steps`).
+
+    A value logged with `prog_bar=True` is turned into a Python number at every batch, shown
+    or not: on a GPU, a wait for the device at every step. Here the values are read on the
+    host once per logging interval, when the loggers read them too.
+
+    Args:
+        shown: names of values logged in `training_step` to show.
+        **kwargs: `RichProgressBar`'s (refresh_rate, leave, theme, ...).
+    """
+
+    def __init__(self, shown: Sequence[str] = ("train/loss",), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.shown = list(shown)
+        self._values: dict[str, float] = {}
+        self._read_at: int | None = None
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        step = trainer.global_step
+        interval = max(1, trainer.log_every_n_steps)
+        if trainer.training and step != self._read_at and step % interval == 0:
+            self._read_at = step
+            metrics = trainer.callback_metrics
+            for name in self.shown:
+                if name in metrics:
+                    self._values[name] = float(metrics[name])
+        return {**items, **{name: f"{value:.4g}" for name, value in self._values.items()}}

@@ -25,6 +25,7 @@ from torchmetrics import MetricCollection
 from derain.evaluation.metrics import PSNR, SSIM, psnr, ssim
 from derain.evaluation.panels import make_panel, save_panel
 from derain.inference.tiling import DEFAULT_OVERLAP, check_max_tile, tiled_apply
+from derain.models import pad_to_multiple
 from derain.models.ensemble import ensemble_transforms, self_ensemble, self_ensemble_name
 from derain.training.losses import ELFLoss
 from derain.training.schedules import build_scheduler
@@ -128,6 +129,13 @@ class DerainModule(pl.LightningModule):
             tiles of at most this side, as `derain.inference.Restorer` does for a model with
             this `max_tile` (see `derain.inference.StoredNetwork`); None: whole images.
             Checkpoints keep it, so derain-eval and derain-predict use it too.
+        compiled_val_multiple: with a compiled network (`model.compile=true`), validation pads
+            each image (or tile) to multiples of this many pixels per side, with the network's
+            own padding rule, and crops the output back: the compiled blocks, whose shapes are
+            static, then meet a few sizes instead of one per image size (each new size
+            compiles again, and past PyTorch's recompile limit they fall back to eager).
+            Validation scores are then those of the network padding to this multiple instead
+            of its own. None: no bucketing. The final test always runs unpadded.
 
     Speed switches (memory layout, torch.compile) belong to the network's config:
     `model.channels_last`, `model.compile` (see `derain.models.ELF`).
@@ -144,6 +152,7 @@ class DerainModule(pl.LightningModule):
         self_ensemble: bool | str | None = None,
         eval_precision: str | None = "32-true",
         max_tile: int | None = None,
+        compiled_val_multiple: int | None = 128,
     ) -> None:
         super().__init__()
         self_ensemble = self_ensemble_name(
@@ -151,6 +160,11 @@ class DerainModule(pl.LightningModule):
         )  # unknown names fail here, not after training
         _check_eval_precision(eval_precision)
         check_max_tile(max_tile, name="module.max_tile")
+        if compiled_val_multiple is not None and compiled_val_multiple < 1:
+            raise ValueError(
+                f"module.compiled_val_multiple must be a positive number of pixels or null, got "
+                f"{compiled_val_multiple}"
+            )
         self.save_hyperparameters(
             {
                 "model": _plain(model),
@@ -162,6 +176,7 @@ class DerainModule(pl.LightningModule):
                 "self_ensemble": self_ensemble,
                 "eval_precision": eval_precision,
                 "max_tile": max_tile,
+                "compiled_val_multiple": compiled_val_multiple,
             }
         )
         self.model: nn.Module = instantiate(self.hparams.model)
@@ -319,28 +334,50 @@ class DerainModule(pl.LightningModule):
         loss, terms = self.loss(out, batch)
         self._track_nonfinite(loss)
         batch_size = batch["rainy"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        # not prog_bar: Lightning would read it on the host at every step (a GPU sync); the
+        # progress bar (derain.training.callbacks.ProgressBar) shows it per logging interval
+        self.log("train/loss", loss, batch_size=batch_size)
         for name, value in terms.items():
             self.log(f"train/{name}", value, batch_size=batch_size)
         return loss
 
-    def _restore(self, rainy: Tensor):
-        """(the network's output, or None when it ran in tiles; the restored image in [0, 1])."""
+    def _restore(self, rainy: Tensor, multiple: int | None = None):
+        """(the network's output, or None when it ran in tiles; the restored image in [0, 1]).
+        `multiple`: run on the image padded to multiples of it (`_padded_run`)."""
         if self._tiled(rainy):
-            return None, self._restored_image(rainy).float().clamp(0, 1)
-        out = self(rainy)
+            return None, self._restored_image(rainy, multiple).float().clamp(0, 1)
+        out = self._padded_run(rainy, multiple)
         return out, out.image.float().clamp(0, 1)
+
+    def _padded_run(self, rainy: Tensor, multiple: int | None):
+        """The network's output for `rainy`, run on it padded to multiples of `multiple` by the
+        network's own rule (`pad_to_multiple`) and cropped back (image and rain only); the
+        plain output when `multiple` is None."""
+        if multiple is None:
+            return self(rainy)
+        h, w = rainy.shape[-2:]
+        out = self(pad_to_multiple(rainy, multiple))
+        rain = None if out.rain is None else out.rain[..., :h, :w]
+        return out._replace(image=out.image[..., :h, :w], rain=rain)
+
+    @property
+    def val_multiple(self) -> int | None:
+        """What validation pads images to multiples of: `compiled_val_multiple` when the
+        network is compiled (`model.compile`), else None (its own padding only)."""
+        if not self.hparams.model.get("compile"):
+            return None
+        return self.hparams.get("compiled_val_multiple")
 
     def _tiled(self, rainy: Tensor) -> bool:
         max_tile = self.hparams.get("max_tile")
         return max_tile is not None and max(rainy.shape[-2:]) > max_tile
 
-    def _restored_image(self, rainy: Tensor) -> Tensor:
+    def _restored_image(self, rainy: Tensor, multiple: int | None = None) -> Tensor:
         """The network's image, in tiles of at most `max_tile` when the input is larger."""
         if not self._tiled(rainy):
-            return self(rainy).image
+            return self._padded_run(rainy, multiple).image
         return tiled_apply(
-            lambda tile: self(tile).image,
+            lambda tile: self._padded_run(tile, multiple).image,
             rainy,
             self.hparams.max_tile,
             DEFAULT_OVERLAP,
@@ -381,7 +418,7 @@ class DerainModule(pl.LightningModule):
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         with self._eval_precision():
-            out, restored = self._restore(batch["rainy"])
+            out, restored = self._restore(batch["rainy"], self.val_multiple)
         self.val_metrics[dataloader_idx].update(restored, batch["clean"])
         if dataloader_idx == 0 and len(self._panel_rows) < self.hparams.panel_images:
             rain = out.rain if out is not None and out.rain is not None else None
