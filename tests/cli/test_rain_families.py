@@ -1,4 +1,4 @@
-"""experiment=rain_families (leave one rain family out) and experiment=default_model_next take a
+"""experiment=rain_families (leave one rain family out) and experiment=default_model take a
 folder of photos as a setting and keep the held-out family out of training and validation."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def photos_dir(tmp_path):
     return root
 
 
-@pytest.mark.parametrize("experiment", ["rain_families", "default_model_next"])
+@pytest.mark.parametrize("experiment", ["rain_families", "default_model"])
 def test_the_recipe_needs_a_photo_folder_and_holds_a_family_out(compose_config, experiment):
     cfg = compose_config("train", [f"experiment={experiment}", "photos_dir=/data/photos"])
     train = cfg.data.train
