@@ -202,8 +202,15 @@ def _tile_reporter(progress: Progress, task, restorer: Restorer, name: str):
         if total <= 1:
             return
         where = f"{done * tiles // total}/{tiles} tiles" if tiles > 1 else f"{done}/{total} passes"
+        # drawn at once, not at the next timed refresh: a fast machine finishes small images
+        # between two refreshes, and a tile is never so short that drawing it costs
         progress.update(
-            task, total=total, completed=done, description=f"  {name}: {where}", visible=True
+            task,
+            total=total,
+            completed=done,
+            description=f"  {name}: {where}",
+            visible=True,
+            refresh=True,
         )
 
     return report
