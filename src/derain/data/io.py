@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from derain.orientation import EXIF_ORIENTATION_TAG, upright
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 """Suffixes (lower case) of the files treated as images; matching ignores case."""
 
-_EXIF_ORIENTATION_TAG = 0x0112
 _JPEG_QUALITY = 95
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
@@ -63,11 +64,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as image:
             if _has_16bit_colour(image):
                 # Pillow decodes 16-bit RGB PNG/TIFF to 8 bits by truncation; OpenCV keeps all 16.
-                orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
-                return _apply_orientation(_read_16bit_colour(path), orientation)
+                orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+                return upright(_read_16bit_colour(path), orientation)
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            return _pil_to_float_rgb(upright)
+            return _pil_to_float_rgb(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise
     except _DECODE_ERRORS as err:
@@ -108,7 +108,7 @@ def decode_image(path: str | os.PathLike) -> tuple[int, int]:
                 return read_image(path).shape[:2]
             image.load()
             width, height = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+            orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, *_DECODE_ERRORS) as err:
@@ -154,7 +154,7 @@ def _header_orientation(image: Image.Image) -> int:
     if image.format == "PNG" and "exif" not in image.info:
         # Pillow would decode the whole PNG to look for an eXIf chunk after the pixels
         return 1
-    return image.getexif().get(_EXIF_ORIENTATION_TAG, 1)
+    return image.getexif().get(EXIF_ORIENTATION_TAG, 1)
 
 
 def _read_16bit_colour(path: Path) -> np.ndarray:
@@ -168,21 +168,6 @@ def _read_16bit_colour(path: Path) -> np.ndarray:
     rgb = pixels[:, :, 2::-1]  # BGR(A) → RGB, alpha dropped
     scale = 65535.0 if pixels.dtype == np.uint16 else 255.0
     return np.ascontiguousarray(rgb, dtype=np.float32) / np.float32(scale)
-
-
-def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn an H×W×C array upright according to an EXIF orientation value (1–8)."""
-    transforms = {
-        2: lambda a: a[:, ::-1],
-        3: lambda a: a[::-1, ::-1],
-        4: lambda a: a[::-1],
-        5: lambda a: a.transpose(1, 0, 2),
-        6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
-        8: lambda a: np.rot90(a, 1),
-    }
-    transform = transforms.get(orientation)
-    return array if transform is None else np.ascontiguousarray(transform(array))
 
 
 def _pil_to_float_rgb(image: Image.Image) -> np.ndarray:

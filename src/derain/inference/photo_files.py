@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from derain.inference.atomic import replacing
+from derain.orientation import EXIF_ORIENTATION_TAG, upright
 
 DEFAULT_QUALITY = 95
 """Quality of the JPEG and WebP files written (1-100): visually lossless."""
@@ -43,7 +44,6 @@ FORMATS = {
 _WITH_ALPHA = {"PNG", "TIFF", "WEBP", "BMP"}
 _WITH_16_BITS = {"PNG", "TIFF"}
 _WITH_METADATA = {"PNG", "TIFF", "WEBP", "JPEG"}  # ICC profile and EXIF
-_EXIF_ORIENTATION = 0x0112
 _LAYOUT_TAGS = frozenset(
     {254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284}
     | {290, 291, 292, 293, 317, 320, 322, 323, 324, 325, 338, 339, 340, 341}
@@ -171,13 +171,13 @@ def luminance(pixels: np.ndarray) -> np.ndarray:
 def _metadata(image: Image.Image) -> dict:
     """The ICC profile and the EXIF block (orientation set to 1) of an open image."""
     stored = image.getexif()
-    orientation = stored.get(_EXIF_ORIENTATION, 1)
+    orientation = stored.get(EXIF_ORIENTATION_TAG, 1)
     exif = Image.Exif()  # a copy: the image's own still tells exif_transpose how to turn it
     exif.load(stored.tobytes())
     for tag in _LAYOUT_TAGS & set(exif):
         del exif[tag]
-    if _EXIF_ORIENTATION in exif:
-        exif[_EXIF_ORIENTATION] = 1
+    if EXIF_ORIENTATION_TAG in exif:
+        exif[EXIF_ORIENTATION_TAG] = 1
     # a CMYK profile describes colours that are no longer there once converted to RGB
     icc = image.info.get("icc_profile") if image.mode != "CMYK" else None
     return {
@@ -242,24 +242,9 @@ def _read_16bit_colour(path: Path, info: dict) -> Photo:
     order = [2, 1, 0, 3][: stored.shape[2]] if stored.shape[2] >= 3 else [0]
     scale = np.float32(np.iinfo(stored.dtype).max)
     values = stored[:, :, order].astype(np.float32) / scale  # BGR(A) → RGB(A)
-    values = _upright(values, info["orientation"])
+    values = upright(values, info["orientation"])
     kept = {key: info[key] for key in ("format", "icc_profile", "exif")}
     return _split(values, grey=values.shape[2] < 3, bits=8 * stored.dtype.itemsize, kept=kept)
-
-
-def _upright(values: np.ndarray, orientation: int) -> np.ndarray:
-    """An H×W×C array turned upright by its EXIF orientation (1-8), as Pillow's exif_transpose."""
-    flips = {
-        2: lambda a: a[:, ::-1],
-        3: lambda a: a[::-1, ::-1],
-        4: lambda a: a[::-1],
-        5: lambda a: a.transpose(1, 0, 2),
-        6: lambda a: np.rot90(a, -1),
-        7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
-        8: lambda a: np.rot90(a, 1),
-    }
-    flip = flips.get(orientation)
-    return values if flip is None else np.ascontiguousarray(flip(values))
 
 
 def _quantize(values: np.ndarray, bits: int) -> np.ndarray:
