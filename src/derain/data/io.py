@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from derain.orientation import EXIF_ORIENTATION_TAG, upright
+from derain.image_files import EXIF_ORIENTATION_TAG, has_16bit_colour, upright
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 """Suffixes (lower case) of the files treated as images; matching ignores case."""
@@ -62,7 +62,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as image:
-            if _has_16bit_colour(image):
+            if has_16bit_colour(image):
                 # Pillow decodes 16-bit RGB PNG/TIFF to 8 bits by truncation; OpenCV keeps all 16.
                 orientation = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
                 return upright(_read_16bit_colour(path), orientation)
@@ -104,7 +104,7 @@ def decode_image(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     try:
         with Image.open(path) as image:
-            if _has_16bit_colour(image):
+            if has_16bit_colour(image):
                 return read_image(path).shape[:2]
             image.load()
             width, height = image.size
@@ -138,15 +138,6 @@ def write_image(path: str | os.PathLike, array: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     options = {"quality": _JPEG_QUALITY} if path.suffix.lower() in (".jpg", ".jpeg") else {}
     Image.fromarray(pixels).save(path, **options)
-
-
-def _has_16bit_colour(image: Image.Image) -> bool:
-    """A colour image stored with 16 bits per channel (Pillow would return only 8 of them)."""
-    if image.mode not in ("RGB", "RGBA") or not image.tile:
-        return False
-    args = image.tile[0].args
-    raw_mode = args[0] if isinstance(args, tuple) and args else args
-    return isinstance(raw_mode, str) and ";16" in raw_mode
 
 
 def _header_orientation(image: Image.Image) -> int:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from derain.image_files import EXIF_ORIENTATION_TAG, has_16bit_colour, upright
 from derain.inference.atomic import replacing
-from derain.orientation import EXIF_ORIENTATION_TAG, upright
 
 DEFAULT_QUALITY = 95
 """Quality of the JPEG and WebP files written (1-100): visually lossless."""
@@ -96,7 +96,7 @@ def read_photo(path: str | os.PathLike) -> Photo:
     path = Path(path)
     try:
         with Image.open(path) as image:
-            deep = _has_16bit_colour(image)  # known from the header, before decoding
+            deep = has_16bit_colour(image)  # known from the header, before decoding
             image.load()
             info = _metadata(image)
             if deep:
@@ -219,15 +219,6 @@ def _split(values: np.ndarray, grey: bool, bits: int, kept: dict) -> Photo:
     if grey:
         pixels = np.repeat(pixels, 3, axis=2)
     return Photo(np.ascontiguousarray(pixels), alpha, grey=grey, bits=bits, **kept)
-
-
-def _has_16bit_colour(image: Image.Image) -> bool:
-    """A colour image stored with 16 bits per channel (Pillow would return only 8 of them)."""
-    if image.mode not in ("RGB", "RGBA") or not image.tile:
-        return False
-    args = image.tile[0].args
-    raw_mode = args[0] if isinstance(args, tuple) and args else args
-    return isinstance(raw_mode, str) and ";16" in raw_mode
 
 
 def _read_16bit_colour(path: Path, info: dict) -> Photo:

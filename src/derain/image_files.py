@@ -1,0 +1,37 @@
+"""What reading an image file needs in both the data files (`derain.data.io`) and the photo
+files of inference (`derain.inference.photo_files`), which may not import each other: the EXIF
+orientation, and whether Pillow would cut a 16-bit colour image to 8 bits."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+EXIF_ORIENTATION_TAG = 0x0112
+
+_TRANSFORMS = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def upright(array: np.ndarray, orientation: int) -> np.ndarray:
+    """An H×W×C array turned upright by its EXIF orientation (1–8), as Pillow's exif_transpose
+    turns an image; other values leave it as it is."""
+    transform = _TRANSFORMS.get(orientation)
+    return array if transform is None else np.ascontiguousarray(transform(array))
+
+
+def has_16bit_colour(image: Image.Image) -> bool:
+    """A colour image stored with 16 bits per channel (Pillow would return only 8 of them);
+    known from the header, before decoding."""
+    if image.mode not in ("RGB", "RGBA") or not image.tile:
+        return False
+    args = image.tile[0].args
+    raw_mode = args[0] if isinstance(args, tuple) and args else args
+    return isinstance(raw_mode, str) and ";16" in raw_mode
