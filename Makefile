@@ -39,10 +39,10 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format src tests
 
 bench: $(STAMP)  ## network efficiency on CPU: inference 256²/1024², training step (ARGS="--quick", "--check")
-	$(PY) benchmarks/bench.py $(ARGS)
+	$(PY) -m derain.benchmarks.bench $(ARGS)
 
 bench-data: $(STAMP)  ## data loader and synthetic-rain speed next to the training step rate
-	$(PY) benchmarks/bench_data.py
+	$(PY) -m derain.benchmarks.bench_data
 
 train: $(STAMP)  ## the main job: train the CPU demo on built-in synthetic rain, test, write results
 	$(VENV)/bin/derain-train experiment=demo $(ARGS)

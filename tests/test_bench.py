@@ -1,25 +1,18 @@
-"""benchmarks/bench.py: its figures, its record file and the --check regression gate."""
+"""derain.benchmarks.bench: its figures, its record file and the --check regression gate."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from derain.models import ELF
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
-
 
 @pytest.fixture
 def bench(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("derain_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    from derain.benchmarks import bench as module
+
     # never touch the repository's record
     monkeypatch.setattr(module, "RECORDED", tmp_path / "recorded.json")
     return module
@@ -28,7 +21,7 @@ def bench(tmp_path, monkeypatch):
 def _report(efficiencies: dict[str, float], threads: int = 1) -> dict:
     return {
         "date": "2026-01-01T00:00:00",
-        "command": "benchmarks/bench.py",
+        "command": "python -m derain.benchmarks.bench",
         "preset": "elf",
         "machine": {"device": "cpu", "threads": threads},
         "figures": {name: {"efficiency": value} for name, value in efficiencies.items()},

@@ -1,26 +1,14 @@
-"""benchmarks/bench_gpu.py: the GPU check's code, run in its CPU smoke mode."""
+"""derain.benchmarks.bench_gpu: the GPU check's code, run in its CPU smoke mode."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+from derain.benchmarks import bench_gpu as script
 
 
-def _load_script(monkeypatch):
-    spec = importlib.util.spec_from_file_location("derain_bench_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_cpu_run_prints_the_table_and_checks_every_precision(monkeypatch, tmp_path, capsys):
-    script = _load_script(monkeypatch)
+def test_quick_cpu_run_prints_the_table_and_checks_every_precision(tmp_path, capsys):
     out = tmp_path / "check.json"
     argv = ["--device", "cpu", "--quick", "--steps", "2", "--timed", "1", "--json", str(out)]
     assert script.main(argv) == 0
@@ -48,11 +36,10 @@ def test_quick_cpu_run_prints_the_table_and_checks_every_precision(monkeypatch, 
     assert "| inference fp16 192×108 | yes |" in printed and "training speed-ups" in printed
 
 
-def test_training_rows_say_not_finite_when_the_losses_are_not(monkeypatch):
+def test_training_rows_say_not_finite_when_the_losses_are_not():
     """Every row's `finite` comes from its own losses, the contiguous row's included."""
     import torch
 
-    script = _load_script(monkeypatch)
     args = script.parse_args(["--device", "cpu", "--quick", "--steps", "1", "--timed", "1"])
     from derain.models import ELF
 
@@ -70,8 +57,7 @@ def test_training_rows_say_not_finite_when_the_losses_are_not(monkeypatch):
     assert not script.all_finite([torch.tensor([1.0, math.inf])])
 
 
-def test_table_names_the_device_and_the_compile_time(monkeypatch, capsys):
-    script = _load_script(monkeypatch)
+def test_table_names_the_device_and_the_compile_time(capsys):
     rows = [
         {"check": "training bf16, channels-last, eager", "first_step_s": 0.5, "finite": True},
         {"check": "training bf16, channels-last, compiled", "first_step_s": 42.5, "finite": False},

@@ -1,28 +1,16 @@
-"""benchmarks/bench_updates.py: the two EMA updates it times compute the same average."""
+"""derain.benchmarks.bench_updates: the two EMA updates it times compute the same average."""
 
 from __future__ import annotations
-
-import importlib.util
-from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
 
+from derain.benchmarks import bench_updates as bench
 from derain.models import ELF
 from derain.training.callbacks import EMA
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_updates.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("derain_bench_updates", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_timed_ema_updates_agree_so_the_speed_comparison_is_fair():
-    bench = _load()
     torch.manual_seed(0)
     model = ELF(width=8, depth=1)
     per_tensor = bench.averaged_model(EMAWeightAveraging(decay=0.9), model)
@@ -44,7 +32,7 @@ def test_timed_ema_updates_agree_so_the_speed_comparison_is_fair():
 
 
 def test_script_prints_both_speed_ups(capsys):
-    assert _load().main(["--rounds", "1", "--calls", "1"]) == 0
+    assert bench.main(["--rounds", "1", "--calls", "1"]) == 0
     out = capsys.readouterr().out
     assert out.count("ms per update") == 4
     assert out.count("speed-up") == 2

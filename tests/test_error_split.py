@@ -1,25 +1,18 @@
-"""benchmarks/error_split.py: the split of a restored image's error into streak and other pixels."""
+"""derain.benchmarks.error_split: the split of a restored image's error into streak and other pixels."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "error_split.py"
-
 
 @pytest.fixture(scope="module")
 def split():
-    spec = importlib.util.spec_from_file_location("derain_error_split", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from derain.benchmarks import error_split
+
+    return error_split
 
 
 def _scene():

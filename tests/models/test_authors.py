@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from reference import ReferenceELF
 from safetensors.torch import load_file
 
 from derain.inference import load_model
 from derain.models import ELF, PRESETS, AuthorsCheckpointError, from_authors
 from derain.models.authors import authors_key
+from derain.models.reference import ReferenceELF
 from derain.studies.profiling import count_parameters
 from helpers import TINY, run_cli, run_dirs
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference import LayerNorm2d as ReferenceLayerNorm
-from reference import ReferenceELF
-from reference import transposed_attention as reference_attention
 
 from derain.models import ELF, PRESETS, optimize
 from derain.models.blocks import LayerNorm2d, PointwiseConv, transposed_attention
+from derain.models.reference import LayerNorm2d as ReferenceLayerNorm
+from derain.models.reference import ReferenceELF
+from derain.models.reference import transposed_attention as reference_attention
 
 ATOL = 1e-5
 

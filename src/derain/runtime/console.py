@@ -13,7 +13,7 @@ _HARMLESS_WARNINGS = (
     # channels-last maps give depthwise and 1×1 convolution weights gradients whose strides differ
     # from the parameters' in size-1 dimensions only: the same order in memory, so DDP's copy into
     # its bucket costs the same (382 against 381 µs a step for elf_tiny:
-    # python benchmarks/bench_ddp_strides.py)
+    # python -m derain.benchmarks.bench_ddp_strides)
     "Grad strides do not match bucket view strides",
 )
 

@@ -28,7 +28,7 @@ class EMA(EMAWeightAveraging):
 
     The parent averages tensor by tensor, which costs more than the update itself with the
     hundreds of small tensors of a compact network (elf_tiny, one CPU thread: 35.5 ms against
-    12.5 ms per update, `python benchmarks/bench_updates.py`). Its averaged model also reads its
+    12.5 ms per update, `python -m derain.benchmarks.bench_updates`). Its averaged model also reads its
     update counter, a device tensor, on the host twice per update (a GPU sync every step); here
     the count is kept on the host as well, read from the device once per fit, before its
     first step. Same arguments, same averages (to float rounding), same checkpoints.

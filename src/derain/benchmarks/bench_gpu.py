@@ -12,10 +12,10 @@ One run, one table, sized for one GPU in under 10 minutes (`elf`, 256² patches)
 - inference on a 1920×1080 photo in fp32, bf16 and fp16 autocast: finite or not, PSNR of each
   output against the fp32 output, latency and peak memory.
 
-    python benchmarks/bench_gpu.py                        # the check, on the GPU
-    python benchmarks/bench_gpu.py --ckpt logs/demo/runs/RUN/checkpoints/last.ckpt
+    python -m derain.benchmarks.bench_gpu                        # the check, on the GPU
+    python -m derain.benchmarks.bench_gpu --ckpt logs/demo/runs/RUN/checkpoints/last.ckpt
                                                           # trained weights for the inference
-    python benchmarks/bench_gpu.py --device cpu --quick   # a smoke run of the same code on CPU
+    python -m derain.benchmarks.bench_gpu --device cpu --quick   # a smoke run of the same code on CPU
 
 Without --ckpt, inference uses the weights after the bf16 training steps; a trained network has
 larger activations (the attention's products grow with them), so --ckpt is the stronger check.
@@ -375,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     print("training speed-ups: " + ", ".join(f"{k} ×{v:.2f}" for k, v in ratios.items()))
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["benchmarks/bench_gpu.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(
+            ["python -m derain.benchmarks.bench_gpu", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "device": device_name(device),
         "compile_s": compile_seconds(rows),
         "torch": torch.__version__,

@@ -7,8 +7,8 @@ machine that gets busier moves both sides of each ratio alike):
   - Adam: torch's default CPU implementation (a loop over tensors) against `fused=True`.
 Prints milliseconds per update and the speed-up, each a median over rounds.
 
-    python benchmarks/bench_updates.py                  # elf_tiny, 1 thread
-    python benchmarks/bench_updates.py --preset elf --threads 2
+    python -m derain.benchmarks.bench_updates                  # elf_tiny, 1 thread
+    python -m derain.benchmarks.bench_updates --preset elf --threads 2
 """
 
 from __future__ import annotations

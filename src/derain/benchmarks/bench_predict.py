@@ -1,8 +1,8 @@
 """Memory and speed of `derain-predict` / `Restorer` on CPU (random weights; minutes, not a test).
 
-    python benchmarks/bench_predict.py                      # all three parts, ~15 min on 2 cores
-    python benchmarks/bench_predict.py --parts rss          # one part: rss, speed, tiling, allocator
-    python benchmarks/bench_predict.py --parts allocator    # the bundled model on a 1920×1080 photo
+    python -m derain.benchmarks.bench_predict                      # all three parts, ~15 min on 2 cores
+    python -m derain.benchmarks.bench_predict --parts rss          # one part: rss, speed, tiling, allocator
+    python -m derain.benchmarks.bench_predict --parts allocator    # the bundled model on a 1920×1080 photo
 
 rss     a 3840×2160 photo through `derain-predict` with the `elf` preset and the default memory
         budget (2 GB): the process's peak resident memory (target ≤ 3 GB) via automatic tiling.

@@ -5,7 +5,7 @@ tests/models/test_authors.py), without `derain.models`' speed work, kept so test
 the fast network computes the same thing: same parameter names and shapes (a state dict loads
 into either), outputs equal to float rounding. No memory-format tricks, no in-place operations,
 attention with F.normalize, LayerNorm written out over channels. It stands for the authors' code
-in speed comparisons (`benchmarks/bench.py --straightforward`): the same operations in the same
+in speed comparisons (`python -m derain.benchmarks.bench --straightforward`): the same operations in the same
 order, timed in the same process.
 """
 

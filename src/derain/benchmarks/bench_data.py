@@ -11,8 +11,8 @@ Measures, in one run:
 The loader should deliver at least 4× what training consumes, and generation at least
 20 images/s.
 
-    python benchmarks/bench_data.py
-    python benchmarks/bench_data.py --batches 40 --steps 5 --json bench_data.json
+    python -m derain.benchmarks.bench_data
+    python -m derain.benchmarks.bench_data --batches 40 --steps 5 --json bench_data.json
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Streak pixels are those where rainy and clean differ by more than one 8-bit leve
 one pixel. `--ensemble` and `--tile` compare ×8 self-ensembling and tiled inference, whole-image
 scores only.
 
-    python benchmarks/error_split.py logs/demo/runs/RUN/checkpoints/last.ckpt
-    python benchmarks/error_split.py CKPT --preset heavy --ensemble --tile 64 128
+    python -m derain.benchmarks.error_split logs/demo/runs/RUN/checkpoints/last.ckpt
+    python -m derain.benchmarks.error_split CKPT --preset heavy --ensemble --tile 64 128
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ maps, depthwise and 1×1 convolution weights get gradients whose strides differ 
 parameters' in size-1 dimensions only. This times that copy for the gradients as they come and
 for the same gradients with the bucket's strides.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_ddp_strides.py
+    OMP_NUM_THREADS=1 python -m derain.benchmarks.bench_ddp_strides
 """
 
 from __future__ import annotations

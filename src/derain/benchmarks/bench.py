@@ -13,15 +13,15 @@ forward MACs (eager and compiled).
 GPU (--device cuda): bf16 autocast + channels-last (+ compile) against eager fp32 in contiguous
 layout: training on 256² patches at the largest batch up to 16 whose fp32 step fits in 60% of
 the GPU's memory (`derain.runtime.memory.fitting_batch`), inference on one 1920×1080 image.
-`benchmarks/bench_gpu.py` checks the reduced precisions' accuracy as well.
+`derain.benchmarks.bench_gpu` checks the reduced precisions' accuracy as well.
 
-    python benchmarks/bench.py                    # CPU, 1 thread: 256², 1024², training; + compiled
-    python benchmarks/bench.py --quick            # 256² and training, eager only (about 3 min)
-    python benchmarks/bench.py --quick --straightforward  # and the unoptimised network, same run
-    python benchmarks/bench.py --threads 0        # all cores
-    python benchmarks/bench.py --record           # store the efficiencies in benchmarks/recorded.json
-    python benchmarks/bench.py --quick --check    # exit 1 if one fell >25% below its record
-    python benchmarks/bench.py --device cuda      # GPU figures (see above)
+    python -m derain.benchmarks.bench                    # CPU, 1 thread: 256², 1024², training; + compiled
+    python -m derain.benchmarks.bench --quick            # 256² and training, eager only (about 3 min)
+    python -m derain.benchmarks.bench --quick --straightforward  # and the unoptimised network, same run
+    python -m derain.benchmarks.bench --threads 0        # all cores
+    python -m derain.benchmarks.bench --record           # store the efficiencies in src/derain/benchmarks/recorded.json
+    python -m derain.benchmarks.bench --quick --check    # exit 1 if one fell >25% below its record
+    python -m derain.benchmarks.bench --device cuda      # GPU figures (see above)
 
 One thread is the default because it is the figure that reproduces on a shared machine: with as
 many threads as cores and other work running, OpenMP's spinning barriers make every small
@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = bench.run()
     report = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": " ".join(["benchmarks/bench.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(
+            ["python -m derain.benchmarks.bench", *(sys.argv[1:] if argv is None else argv)]
+        ),
         "machine": {
             "device": args.device,
             "cpu": platform.processor() or platform.machine(),
@@ -375,18 +377,12 @@ class CpuBench:
 
 
 def straightforward_network(preset: str):
-    """The network as the specification reads, before any speed work: the test oracle of
-    tests/models/reference.py (same parameters, same results)."""
-    import importlib.util
-
+    """The network as the specification reads, before any speed work: the test oracle
+    `derain.models.reference` (same parameters, same results)."""
     from derain.models import PRESETS
+    from derain.models.reference import ReferenceELF
 
-    path = Path(__file__).resolve().parents[1] / "tests" / "models" / "reference.py"
-    spec = importlib.util.spec_from_file_location("derain_reference_network", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module.ReferenceELF(**PRESETS[preset].arguments)
+    return ReferenceELF(**PRESETS[preset].arguments)
 
 
 # ----------------------------------------------------------------------------------- CUDA bench

@@ -6,8 +6,8 @@ in one per core). Each mode runs `--rounds` times; prints the fastest, in second
 then the CPU time of each check in one process (what an idle machine's cores share).
 
     derain-synth out=/tmp/synth1000 n=1000          # 1,000 pairs: 3,000 PNGs of 256²
-    python benchmarks/bench_image_check.py /tmp/synth1000
-    python benchmarks/bench_image_check.py /data/Rain13K/train/Rain13K --workers 8
+    python -m derain.benchmarks.bench_image_check /tmp/synth1000
+    python -m derain.benchmarks.bench_image_check /data/Rain13K/train/Rain13K --workers 8
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ step. Prints, per trial: the step saved, seconds from the signal to the exit, an
 the signal to the end of the first resumed step (restart, set-up, checkpoint load, one step)
 — the time lost when a requeued job restarts at once. Runs in a scratch folder.
 
-    python benchmarks/bench_preemption.py                       # the demo on one process
-    python benchmarks/bench_preemption.py --trials 3 -- experiment=demo trainer=ddp_cpu
+    python -m derain.benchmarks.bench_preemption                       # the demo on one process
+    python -m derain.benchmarks.bench_preemption --trials 3 -- experiment=demo trainer=ddp_cpu
 """
 
 from __future__ import annotations

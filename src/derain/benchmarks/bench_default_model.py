@@ -1,10 +1,10 @@
 """Does a model work on photos and rain it never trained on? Held-out scores of the bundled
 model (or any), as distributions over images (derain.evaluation.heldout says what each case is).
 
-    python benchmarks/bench_default_model.py                       # the bundled model
-    python benchmarks/bench_default_model.py --photos ../shared/photos/Kodak24 --held-out screen
-    python benchmarks/bench_default_model.py --model logs/.../last.ckpt --level quick
-    python benchmarks/bench_default_model.py --json scores.json --time-photo 4000x3000
+    python -m derain.benchmarks.bench_default_model                       # the bundled model
+    python -m derain.benchmarks.bench_default_model --photos ../shared/photos/Kodak24 --held-out screen
+    python -m derain.benchmarks.bench_default_model --model logs/.../last.ckpt --level quick
+    python -m derain.benchmarks.bench_default_model --json scores.json --time-photo 4000x3000
 """
 
 from __future__ import annotations
