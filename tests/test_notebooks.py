@@ -109,8 +109,15 @@ def test_ablation_notebook_sweeps_and_its_numbers_are_the_run_folders(tmp_path):
 
 
 def test_inspect_notebook_draws_layers_and_attention_of_a_tiny_network(tmp_path):
+    import re
+
+    from derain.inference import load_model
+    from derain.studies.ablation import AblationStudy
+    from derain.studies.inspection import attention_maps, example_batches, restoration_layers
+
     nb = _execute(NOTEBOOK_DIR / "02_inspect.ipynb", tmp_path)
-    assert (tmp_path / "full" / "checkpoints" / "last.ckpt").is_file()  # trained when none given
+    ckpt = tmp_path / "full" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()  # trained when none given
     figures = sorted(p.name for p in (tmp_path / "figures").glob("*.png"))
     assert figures == [
         "attention_0_synthetic_light.png", "attention_1_synthetic_heavy.png",
@@ -119,4 +126,14 @@ def test_inspect_notebook_draws_layers_and_attention_of_a_tiny_network(tmp_path)
     printed = "".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
-    assert "most attended image channels" in printed
+    # the figures' numbers are the checkpoint's, recomputed here on the same test images
+    model = load_model(ckpt)
+    study = AblationStudy(out_dir=tmp_path, variants=["full"], scale="smoke")
+    for batch in example_batches(study.compose("full").data, per_set=1):
+        layers = restoration_layers(model, batch)
+        assert f"{batch['set']}: {layers.input_psnr:.2f} dB → {layers.psnr:.2f} dB" in printed
+        assert layers.psnr != layers.input_psnr
+        received = attention_maps(model, batch).received()[0]
+        top = torch.argsort(received, descending=True)[:4].tolist()
+        line = re.search(rf"{batch['set']}: \d+ heads.*most attended image channels (.*)", printed)
+        assert line is not None and line.group(1).strip() == str(top)

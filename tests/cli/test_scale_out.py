@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from helpers import TINY, run_cli, run_dirs
 
 DDP = [a for a in TINY if not a.startswith("data.limit")] + ["data.limit=4", "trainer.max_steps=4"]
@@ -60,8 +62,11 @@ def test_hardware_sweep_records_throughput_and_writes_a_scaling_table(tmp_path):
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     rows = json.loads((sweep / "scaling.json").read_text())
     assert [r["world_size"] for r in rows] == [1, 2]
-    assert all(r["samples_per_s"] > 0 and r["s_per_epoch"] > 0 for r in rows)
+    # data.limit=4 at batch 2: four samples an epoch on one process, and on two (one step each)
+    for r in rows:
+        assert r["samples_per_s"] * r["s_per_epoch"] == pytest.approx(4)
     assert [r["overrides"] for r in rows] == ["trainer.devices=1", "trainer.devices=2"]
     table = (sweep / "scaling.md").read_text()
-    assert "trainer.devices=2" in table and "samples/s" in table
+    one, two = (rows[0]["samples_per_s"], rows[1]["samples_per_s"])
+    assert f"| 2 | 32-true | {two:.1f} | {rows[1]['s_per_epoch']:.2f} | {two / one:.2f}× |" in table
     assert "scaling.md" in proc.stdout

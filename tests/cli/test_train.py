@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from helpers import TINY, run_cli, run_dirs
 
@@ -20,9 +23,17 @@ def test_train_writes_checkpoints_results_panel_and_throughput(trained_run):
     mean = results["sets"]["mean"]
     assert abs(mean["psnr"] - (light["psnr"] + heavy["psnr"]) / 2) < 1e-9
     assert "| synthetic_light |" in (run / "results.md").read_text()
-    assert (run / "panel.png").stat().st_size > 0
+    panel = np.asarray(Image.open(run / "panel.png").convert("RGB")).astype(int)
+    # four columns (rainy | restored | clean | rain) of the test sets' 48-px tiles, 4-px gaps
+    assert panel.shape[1] == 4 * 48 + 5 * 4
+    rainy, clean = panel[18:66, 4:52], panel[18:66, 4 + 2 * 52 : 52 + 2 * 52]
+    assert np.abs(rainy - clean).mean() > 1  # real pictures: the rain shows against the clean
     throughput = json.loads((run / "throughput.json").read_text())
-    assert throughput["samples_per_s"] > 0 and throughput["world_size"] == 1
+    assert throughput["world_size"] == 1 and throughput["global_steps"] == 3
+    # data.limit=2 at batch 2: one step, two samples per epoch; the first epoch is not timed
+    assert throughput["epochs_timed"] == 2
+    samples = throughput["samples_per_s"] * throughput["s_per_epoch"] * throughput["epochs_timed"]
+    assert samples == pytest.approx(2 * 2)
     assert str(run / "results.md") in stdout
 
 

@@ -24,9 +24,24 @@ def test_the_wrapper_returns_the_networks_image_at_any_size(tiny_model, shape):
         torch.testing.assert_close(ExportableELF(tiny_model)(x), tiny_model(x).image)
 
 
-def test_wrapping_leaves_the_network_itself_unchanged(tiny_model):
-    ExportableELF(tiny_model)
-    assert any(isinstance(m, LayerNorm2d) for m in tiny_model.modules())
+def test_wrapping_leaves_the_network_itself_unchanged():
+    model = tiny_elf().train()  # the wrapper puts its own copy in eval mode, not this one
+    x = torch.rand(1, 3, 40, 52, generator=torch.Generator().manual_seed(1))
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = [(name, type(m)) for name, m in model.named_modules()]
+    mode = [m.training for m in model.modules()]
+    with torch.inference_mode():
+        before = model(x).image
+    ExportableELF(model)(x)  # built and run: the export graph's changes live in its own copy
+    assert [(name, type(m)) for name, m in model.named_modules()] == modules
+    assert any(t is LayerNorm2d for _, t in modules)
+    assert [m.training for m in model.modules()] == mode
+    after = model.state_dict()
+    assert list(after) == list(weights)
+    for key, value in weights.items():
+        assert torch.equal(after[key], value), key
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x).image, before, rtol=0, atol=0)
 
 
 @pytest.mark.slow
