@@ -93,7 +93,7 @@ def test_a_small_run_measures_paired_efficiencies_and_writes_json(bench, tmp_pat
             figure["macs"] / 1e9 / (figure["latency_ms_median"] / 1e3)
         )
     assert training["items_per_call"] == 2
-    assert report["machine"]["reference_gmacs_per_s"]["fp32"] > 0
+    assert 1 < report["machine"]["reference_gmacs_per_s"]["fp32"] < 1000  # any CPU this runs on
     table = capsys.readouterr().out
     assert "inference/eager/48" in table and "training/eager/2x32" in table
     # the record it wrote is what --check compares with

@@ -59,7 +59,9 @@ def test_variants_share_budget_data_and_seed(study):
             cfg.pop(key)
         shared.append(cfg)
     assert all(cfg == shared[0] for cfg in shared[1:])
-    assert shared[0]["trainer"]["max_steps"] > 0
+    # the scale's budget, whatever the train config's own default
+    (budget,) = [o for o in study.scale.overrides if o.startswith("trainer.max_steps=")]
+    assert shared[0]["trainer"]["max_steps"] == int(budget.split("=")[1])
 
 
 def test_full_scale_budget_is_a_step_count_not_a_time_limit(tmp_path):
