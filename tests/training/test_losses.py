@@ -1,4 +1,4 @@
-"""derain.training.losses: the ELF paper's loss terms on known inputs (docs/elf-network.md, "Outputs and loss")."""
+"""derain.training.losses: the ELF paper's loss terms (its "Outputs and loss" description) on known inputs."""
 
 from __future__ import annotations
 
