@@ -3,6 +3,8 @@ derains uploads, refuses bad ones with a message and keeps serving, and leaves n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from demo_server import start_demo
 from photos import write_bad_files, write_rainy_photo, y_psnr
@@ -50,10 +52,10 @@ def files(tmp_path_factory):
     }
 
 
-def derain(client, *paths, ensemble="off", memory="2GB"):
+def derain(client, *paths, ensemble="off", memory="2GB", quality=95):
     """The /derain endpoint: (before/after, rain layer, report, result files, shown photo)."""
     uploads = [gradio_client.handle_file(str(path)) for path in paths]
-    return client.predict(uploads, ensemble, memory, api_name="/derain")
+    return client.predict(uploads, ensemble, memory, quality, api_name="/derain")
 
 
 def test_a_rainy_photo_comes_back_full_size_and_closer_to_the_clean_one(client, files):
@@ -67,10 +69,18 @@ def test_a_rainy_photo_comes_back_full_size_and_closer_to_the_clean_one(client, 
     assert read_image(rain).shape == result.shape  # the preview of a small photo is full size
 
 
-def test_a_jpeg_comes_back_as_a_jpeg(client, files):
-    *_, outputs, _ = derain(client, files["rainy"].with_suffix(".jpg"))
-    with Image.open(outputs[0]) as result:
-        assert result.format == "JPEG" and result.size == (451, 300)
+def test_a_jpeg_comes_back_as_a_jpeg_at_the_quality_asked_for(client, files):
+    sizes = {}
+    for quality in (95, 40):
+        *_, outputs, _ = derain(client, files["rainy"].with_suffix(".jpg"), quality=quality)
+        with Image.open(outputs[0]) as result:
+            assert result.format == "JPEG" and result.size == (451, 300)
+            # PIL writes quality q with the standard tables scaled by (200 - 2q) / 100 (q ≥ 50)
+            # or 5000 / q: the luminance table's first entry, 16 at scale 1
+            scale = (200 - 2 * quality) / 100 if quality >= 50 else 50 / quality
+            assert result.quantization[0][0] == max(1, int(16 * scale + 0.5))
+        sizes[quality] = Path(outputs[0]).stat().st_size
+    assert sizes[40] < sizes[95] / 2
 
 
 def test_several_photos_each_come_back_and_can_be_shown_in_turn(client, files):

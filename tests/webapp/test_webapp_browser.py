@@ -174,3 +174,27 @@ def test_clicking_an_example_derains_it(visit):
     link = page.locator("#downloads a[href*=chelsea_light_rain_derained]")
     link.wait_for(timeout=RESULT_TIMEOUT_MS)
     assert outside == []
+
+
+def test_an_error_after_a_result_clears_the_result_and_the_next_request_works(visit, files):
+    page, outside = visit
+    upload(page, files["rainy"])
+    page.locator("#photos").get_by_text("rainy_cat").wait_for()
+    page.click("#derain")
+    page.locator("#downloads a[href*=rainy_cat_derained]").wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert "rainy_cat.png" in page.locator("#report").inner_text()
+    upload(page, files["notes.png"])
+    page.locator("#photos").get_by_text("notes").wait_for()
+    page.click("#derain")
+    expect_error(page, "notes.png cannot be read as an image")
+    # nothing of the earlier request is left beside the error
+    sync_api.expect(page.locator("#downloads a")).to_have_count(0)
+    sync_api.expect(page.locator("#slider img")).to_have_count(0)
+    assert "rainy_cat" not in page.locator("#report").inner_text()
+    # and the page still derains
+    upload(page, files["rainy"])
+    page.locator("#photos").get_by_text("rainy_cat").wait_for()
+    page.click("#derain")
+    page.locator("#downloads a[href*=rainy_cat_derained]").wait_for(timeout=RESULT_TIMEOUT_MS)
+    assert page.locator("#slider img").count() == 2
+    assert outside == []

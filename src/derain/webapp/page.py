@@ -29,6 +29,7 @@ import gradio as gr  # noqa: E402
 
 from derain.data.io import IMAGE_EXTENSIONS  # noqa: E402
 from derain.inference import Restorer, parse_memory_size  # noqa: E402
+from derain.inference.photo_files import DEFAULT_QUALITY, check_quality  # noqa: E402
 from derain.webapp.uploads import derain_photos  # noqa: E402
 
 ENSEMBLE_CHOICES = [
@@ -56,6 +57,7 @@ class PageSettings:
     max_file_size: str = "50MB"
     self_ensemble: str = "off"
     max_memory: str = "2GB"
+    quality: int = DEFAULT_QUALITY
     queue_size: int = 8
     examples: tuple[Path, ...] = ()
 
@@ -63,14 +65,21 @@ class PageSettings:
 def build_page(restorer: Restorer, workspace: Workspace, settings: PageSettings) -> gr.Blocks:
     """The Gradio app: uploads and settings on the left, results on the right.
 
-    Its API (`gradio_client`) has one endpoint, `/derain`: (files, self_ensemble, max_memory)
-    → (before/after, rain layer, report, result files, shown photo, state).
+    Its API (`gradio_client`) has one endpoint, `/derain`: (files, self_ensemble, max_memory,
+    quality) → (before/after, rain layer, report, result files, shown photo, state). On the
+    page, each click first empties the result panels, so an error never sits above an earlier
+    request's results.
     """
     image_types = sorted(IMAGE_EXTENSIONS)
+    check_quality(settings.quality)
 
-    def run(paths, self_ensemble, max_memory, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
+    def run(paths, self_ensemble, max_memory, quality, progress=gr.Progress()):  # noqa: B008 (Gradio's idiom)
         if not paths:
             raise gr.Error("Upload one or more photos first, or click an example.", **_USER_ERROR)
+        try:
+            check_quality(int(quality))
+        except (TypeError, ValueError) as err:
+            raise gr.Error(str(err), **_USER_ERROR) from None
         start = time.perf_counter()
         results, errors = derain_photos(
             restorer,
@@ -80,6 +89,7 @@ def build_page(restorer: Restorer, workspace: Workspace, settings: PageSettings)
             self_ensemble,
             max_memory,
             progress=lambda fraction, text: progress(fraction, desc=text),
+            quality=int(quality),
         )
         if not results:
             raise gr.Error("\n".join(errors), **_USER_ERROR)
@@ -105,6 +115,9 @@ def build_page(restorer: Restorer, workspace: Workspace, settings: PageSettings)
             gr.update(choices=shown_choices, value=first["key"], visible=len(results) > 1),
             results,
         )
+
+    def cleared():
+        return None, None, "", None, gr.update(choices=[], value=None, visible=False), []
 
     def show(key, results):
         for result in results or []:
@@ -148,6 +161,14 @@ def build_page(restorer: Restorer, workspace: Workspace, settings: PageSettings)
                     value=settings.max_memory,
                     label="Memory budget (larger photos are derained in tiles that fit)",
                 )
+                quality = gr.Slider(
+                    1,
+                    100,
+                    value=settings.quality,
+                    step=1,
+                    label="JPEG and WebP quality (other formats are lossless)",
+                    elem_id="quality",
+                )
                 button = gr.Button("Derain", variant="primary", elem_id="derain")
             with gr.Column(scale=3):
                 slider = gr.ImageSlider(label="Before / after", type="filepath", elem_id="slider")
@@ -165,10 +186,13 @@ def build_page(restorer: Restorer, workspace: Workspace, settings: PageSettings)
                     elem_id="downloads",
                 )
         state = gr.State([])
+        results = [slider, rain, report, downloads, shown, state]
         button.click(
+            cleared, outputs=results, queue=False, show_progress="hidden", api_visibility="private"
+        ).then(
             run,
-            inputs=[files, ensemble, memory],
-            outputs=[slider, rain, report, downloads, shown, state],
+            inputs=[files, ensemble, memory, quality],
+            outputs=results,
             api_name="derain",
             concurrency_limit=1,  # one network pass at a time, however many people wait
         )

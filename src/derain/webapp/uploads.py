@@ -162,8 +162,10 @@ def derain_photos(
     self_ensemble: str,
     max_memory: str,
     progress: Callable[[float, str], None] | None = None,
+    quality: int = DEFAULT_QUALITY,
 ) -> tuple[list[dict], list[str]]:
-    """Derains each uploaded file into a new request folder of `workspace`.
+    """Derains each uploaded file into a new request folder of `workspace` (JPEG and WebP
+    results at `quality`).
 
     Returns (results, errors): one dict per derained photo (`key`: its upload's index, `name`,
     `output`, the `before`, `after` and `rain` preview PNGs, and a one-line Markdown
@@ -185,6 +187,7 @@ def derain_photos(
                 max_pixels,
                 name=name,
                 progress=_pass_reporter(restorer, progress, name, index, len(paths)),
+                quality=quality,
             )
         except UploadError as err:
             errors.append(str(err))
