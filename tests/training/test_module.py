@@ -232,3 +232,30 @@ def test_only_the_first_process_writes_the_validation_panel(tmp_path, monkeypatc
         trainer.fit(DerainModule(model=TINY_MODEL), datamodule=tiny_datamodule())
         written[rank_zero] = list(folder.glob("**/panels/*.png"))
     assert written[True] and not written[False]
+
+
+def test_a_fit_resumed_at_its_last_step_ends_with_the_average_as_a_finished_one_does(tmp_path):
+    from derain.training.callbacks import EMA
+
+    def fit(ckpt_path=None):
+        torch.manual_seed(0)
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_steps=4,
+            logger=False,
+            enable_progress_bar=False,
+            callbacks=[EMA(decay=0.5), ModelCheckpoint(dirpath=tmp_path, filename="last")],
+            limit_val_batches=0,
+        )
+        module = DerainModule(
+            model=TINY_MODEL,
+            optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-2},
+        )
+        trainer.fit(module, datamodule=tiny_datamodule(), ckpt_path=ckpt_path)
+        return module.state_dict()
+
+    finished = fit()
+    # nothing left to train: the module must still end with the averaged weights
+    resumed = fit(ckpt_path=tmp_path / "last.ckpt")
+    for name, value in finished.items():
+        torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)

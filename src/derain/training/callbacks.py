@@ -56,6 +56,19 @@ class EMA(EMAWeightAveraging):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
         self._updates = None
+        self._ended_with_average = False
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._ended_with_average = True
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a fit resumed from a checkpoint already at max_steps runs no training loop, so
+        # on_train_end never copies the average in: the module would keep the checkpoint's
+        # trained (not averaged) weights for the test that follows
+        if not self._ended_with_average and getattr(self, "_average_model", None) is not None:
+            self._copy_average_to_current(pl_module)
+            self._ended_with_average = True
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         super().on_load_checkpoint(trainer, pl_module, checkpoint)
