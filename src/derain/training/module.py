@@ -28,7 +28,6 @@ from derain.inference.tiling import DEFAULT_OVERLAP, check_max_tile, tiled_apply
 from derain.models import pad_to_multiple
 from derain.models.ensemble import ensemble_transforms, self_ensemble, self_ensemble_name
 from derain.training.losses import ELFLoss
-from derain.training.schedules import build_scheduler
 
 if TYPE_CHECKING:
     from derain.inference import StoredNetwork
@@ -114,8 +113,9 @@ class DerainModule(pl.LightningModule):
         model: network config (`_target_` + arguments), e.g. conf/model/elf.yaml.
         loss: loss config (default: the paper's `ELFLoss`).
         optimizer: optimiser config with `_partial_: true` (receives the parameters).
-        scheduler: None, or {"scheduler": config with `_partial_: true`, "interval": "epoch"|"step",
-            "frequency": int}.
+        scheduler: None (constant learning rate), or a config with `_partial_: true` of a
+            function `(optimizer, trainer) -> Lightning lr_scheduler config`
+            (`derain.training.schedules`, conf/scheduler/*.yaml).
         metric_channel: "y" (papers' protocol) or "rgb".
         panel_images: how many validation images of the first set go into the logged panel.
         self_ensemble: the test's self-ensemble (`derain.models.ensemble.self_ensemble_name`):
@@ -225,18 +225,10 @@ class DerainModule(pl.LightningModule):
         }
         optimizer = instantiate(opt_cfg)(self.model.parameters())
         self._check_clipping(optimizer)
-        sched = self.hparams.scheduler
-        if not sched:
+        if not self.hparams.scheduler:
             return optimizer
-        scheduler = build_scheduler(sched, optimizer, self.trainer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": sched.get("interval", "epoch"),
-                "frequency": sched.get("frequency", 1),
-            },
-        }
+        schedule = instantiate(self.hparams.scheduler)(optimizer, self.trainer)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def _scales_gradients(self) -> bool:
         """16-mixed: the loss, hence every gradient, is multiplied by the GradScaler's factor."""

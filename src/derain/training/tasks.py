@@ -74,14 +74,11 @@ def _saved_step(path: Path) -> int | None:
 
 
 def build_module(cfg: DictConfig) -> DerainModule:
-    scheduler = cfg.get("scheduler") or None
-    if scheduler is not None and "scheduler" not in scheduler:
-        scheduler = None  # scheduler=none: constant learning rate
     return DerainModule(
         model=cfg.model,
         loss=cfg.get("loss"),
         optimizer=cfg.get("optimizer"),
-        scheduler=scheduler,
+        scheduler=cfg.get("scheduler") or None,  # scheduler=none: {}, a constant learning rate
         **cfg.get("module", {}),
     )
 
