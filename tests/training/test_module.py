@@ -232,3 +232,14 @@ def test_only_the_first_process_writes_the_validation_panel(tmp_path, monkeypatc
         trainer.fit(DerainModule(model=TINY_MODEL), datamodule=tiny_datamodule())
         written[rank_zero] = list(folder.glob("**/panels/*.png"))
     assert written[True] and not written[False]
+
+
+def test_a_module_built_without_an_optimiser_trains_with_the_papers_config(compose_config):
+    module = DerainModule(model=TINY_MODEL)
+    adam = compose_config("train", ["optimizer=adam"]).optimizer
+    assert module.hparams.optimizer == dict(adam)  # conf/optimizer/adam.yaml, kept in checkpoints
+    module.trainer = pl.Trainer(accelerator="cpu", logger=False, barebones=True)
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.defaults["lr"] == adam.lr == 2e-4
+    assert optimizer.defaults["betas"] == tuple(adam.betas)

@@ -160,7 +160,7 @@ class AblationStudy:
         run_dir = self.out_dir / variant
         cfg.paths.root_dir = str(self.out_dir)
         cfg.paths.output_dir = str(run_dir)
-        if cfg.get("logger") and "wandb" in cfg.logger:
+        if "wandb" in cfg.logger:
             # one W&B group per study, so its runs sit together
             cfg.logger.wandb.group = f"ablation-{self.out_dir.name}"
         return cfg

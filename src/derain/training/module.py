@@ -106,13 +106,24 @@ def network_precision(precision: str | None, device_type: str) -> Iterator[None]
         yield
 
 
+def paper_optimizer() -> dict[str, Any]:
+    """The paper's optimiser config, conf/optimizer/adam.yaml: what a `DerainModule` built
+    without an optimiser trains with."""
+    from omegaconf import OmegaConf
+
+    from derain.paths import config_dir
+
+    return OmegaConf.to_container(OmegaConf.load(config_dir() / "optimizer" / "adam.yaml"))
+
+
 class DerainModule(pl.LightningModule):
     """Trains and evaluates a deraining network.
 
     Args:
         model: network config (`_target_` + arguments), e.g. conf/model/elf.yaml.
         loss: loss config (default: the paper's `ELFLoss`).
-        optimizer: optimiser config with `_partial_: true` (receives the parameters).
+        optimizer: optimiser config with `_partial_: true` (receives the parameters); None:
+            the paper's, conf/optimizer/adam.yaml (`paper_optimizer`).
         scheduler: None (constant learning rate), or a config with `_partial_: true` of a
             function `(optimizer, trainer) -> Lightning lr_scheduler config`
             (`derain.training.schedules`, conf/scheduler/*.yaml).
@@ -169,7 +180,7 @@ class DerainModule(pl.LightningModule):
             {
                 "model": _plain(model),
                 "loss": _plain(loss),
-                "optimizer": _plain(optimizer),
+                "optimizer": _plain(optimizer) or paper_optimizer(),
                 "scheduler": _plain(scheduler),
                 "metric_channel": metric_channel,
                 "panel_images": panel_images,
@@ -196,7 +207,7 @@ class DerainModule(pl.LightningModule):
         metrics = {"psnr": PSNR(channel=channel), "ssim": SSIM(channel=channel)}
         if with_input:
             metrics |= {"input_psnr": PSNR(channel=channel), "input_ssim": SSIM(channel=channel)}
-            if self.hparams.get("self_ensemble"):
+            if self.hparams.self_ensemble:
                 metrics |= {
                     "single_psnr": PSNR(channel=channel),
                     "single_ssim": SSIM(channel=channel),
@@ -217,13 +228,7 @@ class DerainModule(pl.LightningModule):
             )
 
     def configure_optimizers(self):
-        opt_cfg = self.hparams.optimizer or {
-            "_target_": "torch.optim.Adam",
-            "_partial_": True,
-            "lr": 2e-4,
-            "betas": [0.9, 0.999],
-        }
-        optimizer = instantiate(opt_cfg)(self.model.parameters())
+        optimizer = instantiate(self.hparams.optimizer)(self.model.parameters())
         self._check_clipping(optimizer)
         if not self.hparams.scheduler:
             return optimizer
@@ -307,7 +312,7 @@ class DerainModule(pl.LightningModule):
         lr = "Lower optimizer.lr"
         if clip:
             return f"{lr} or trainer.gradient_clip_val (now {clip})."
-        if self._scales_gradients() and (self.hparams.optimizer or {}).get("fused"):
+        if self._scales_gradients() and self.hparams.optimizer.get("fused"):
             return f"{lr}, or clip gradients: trainer.gradient_clip_val=1.0 optimizer.fused=false."
         return f"{lr} or clip gradients: trainer.gradient_clip_val=1.0."
 
@@ -358,10 +363,10 @@ class DerainModule(pl.LightningModule):
         network is compiled (`model.compile`), else None (its own padding only)."""
         if not self.hparams.model.get("compile"):
             return None
-        return self.hparams.get("compiled_val_multiple")
+        return self.hparams.compiled_val_multiple
 
     def _tiled(self, rainy: Tensor) -> bool:
-        max_tile = self.hparams.get("max_tile")
+        max_tile = self.hparams.max_tile
         return max_tile is not None and max(rainy.shape[-2:]) > max_tile
 
     def _restored_image(self, rainy: Tensor, multiple: int | None = None) -> Tensor:
@@ -380,13 +385,13 @@ class DerainModule(pl.LightningModule):
     def scored_precision(self) -> str:
         """The precision validation and test run the network in: `eval_precision`, or the
         trainer's when that is None."""
-        precision = self.hparams.get("eval_precision", "32-true")
+        precision = self.hparams.eval_precision
         if precision is not None:
             return precision
         return str(self.trainer.precision) if self._trainer is not None else "32-true"
 
     def _check_eval_weights(self) -> None:
-        if self.hparams.get("eval_precision", "32-true") != "32-true":
+        if self.hparams.eval_precision != "32-true":
             return
         dtype = next(self.model.parameters()).dtype
         if dtype != torch.float32:
@@ -404,7 +409,7 @@ class DerainModule(pl.LightningModule):
         self._check_eval_weights()
 
     def _eval_precision(self):
-        return network_precision(self.hparams.get("eval_precision", "32-true"), self.device.type)
+        return network_precision(self.hparams.eval_precision, self.device.type)
 
     def validation_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
@@ -527,12 +532,8 @@ class DerainModule(pl.LightningModule):
         saved = stored.hyper_parameters
         module = cls(
             model={**stored.config, "compile": False},  # the caller chooses (see load_model)
-            **{
-                "metric_channel": saved.get("metric_channel", "y"),
-                "panel_images": saved.get("panel_images", 4),
-                "max_tile": stored.max_tile,
-                **options,
-            },
+            **{k: saved[k] for k in ("metric_channel", "panel_images") if k in saved},
+            **{"max_tile": stored.max_tile, **options},
         )
         module.model.load_state_dict(stored.model.state_dict())
         return module
