@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 from derain.data import DerainDataModule, SyntheticSet
 from derain.evaluation.metrics import psnr
@@ -243,3 +246,21 @@ def test_a_module_built_without_an_optimiser_trains_with_the_papers_config(compo
     assert isinstance(optimizer, torch.optim.Adam)
     assert optimizer.defaults["lr"] == adam.lr == 2e-4
     assert optimizer.defaults["betas"] == tuple(adam.betas)
+
+
+def test_validation_panels_go_to_each_logger_by_its_kind_not_its_class_name(tmp_path):
+    class ProjectLogger(CSVLogger):  # a CSV logger of another name
+        pass
+
+    logger = ProjectLogger(tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=1,
+    )
+    trainer.fit(DerainModule(model=TINY_MODEL), datamodule=tiny_datamodule())
+    assert [p.name for p in (Path(logger.log_dir) / "panels").glob("*.png")] == ["step0000001.png"]

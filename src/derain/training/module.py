@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 from torch import Tensor, nn
@@ -27,6 +28,7 @@ from derain.evaluation.panels import make_panel, save_panel
 from derain.inference.tiling import DEFAULT_OVERLAP, check_max_tile, tiled_apply
 from derain.models import pad_to_multiple
 from derain.models.ensemble import ensemble_transforms, self_ensemble, self_ensemble_name
+from derain.training import wandb
 from derain.training.losses import ELFLoss
 
 if TYPE_CHECKING:
@@ -446,14 +448,11 @@ class DerainModule(pl.LightningModule):
     def _log_panel(self, panel: np.ndarray) -> None:
         key, step = "val/panel", self.global_step
         for logger in self.loggers:
-            kind = type(logger).__name__
-            if kind == "WandbLogger":
-                logger.log_image(
-                    key=key, images=[panel], step=step, caption=["rainy | restored | clean | rain"]
-                )
-            elif kind == "TensorBoardLogger":
+            if isinstance(logger, WandbLogger):
+                wandb.log_panel(logger, key, panel, step)
+            elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(key, panel, step, dataformats="HWC")
-            elif kind == "CSVLogger":
+            elif isinstance(logger, CSVLogger):
                 save_panel(panel, Path(logger.log_dir) / "panels" / f"step{step:07d}.png")
 
     def test_step(
