@@ -69,6 +69,17 @@ def test_from_checkpoint_restores_the_weights(tmp_path):
         torch.testing.assert_close(restored.model.eval()(x).image, module.model.eval()(x).image)
 
 
+def test_from_checkpoint_keeps_the_saved_options_unless_told_otherwise(tmp_path):
+    module = DerainModule(model=TINY_MODEL, metric_channel="rgb", panel_images=2)
+    hparams = {k: v for k, v in module.hparams.items() if k != "panel_images"}  # an older file
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams}, tmp_path / "m")
+    restored = DerainModule.from_checkpoint(tmp_path / "m")
+    assert restored.hparams.metric_channel == "rgb"
+    assert restored.hparams.panel_images == 4  # the constructor's default
+    told = DerainModule.from_checkpoint(tmp_path / "m", metric_channel="y", panel_images=1)
+    assert (told.hparams.metric_channel, told.hparams.panel_images) == ("y", 1)
+
+
 class RecordWeights(Callback):
     """Copies the trained (not averaged) weights after every optimiser step."""
 

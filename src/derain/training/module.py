@@ -79,6 +79,9 @@ class NonFiniteLossError(FloatingPointError):
 EVAL_PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 """Precisions validation and test can run the network in (None: autocast off, float32)."""
 
+_KEPT_OPTIONS = ("metric_channel", "panel_images")
+"""Options `DerainModule.from_network` takes from the checkpoint unless told otherwise."""
+
 _NO_NONFINITE_STEP = 2**62
 """Sentinel of the first-non-finite-step tracker: no non-finite loss seen."""
 
@@ -528,11 +531,11 @@ class DerainModule(pl.LightningModule):
         `options` (metric_channel, panel_images, self_ensemble, eval_precision, max_tile)
         replace the checkpoint's; the loss, optimiser and schedule are not rebuilt.
         """
-        saved = stored.hyper_parameters
+        # what the checkpoint lacks keeps the constructor's default
+        saved = {k: v for k, v in stored.hyper_parameters.items() if k in _KEPT_OPTIONS}
         module = cls(
             model={**stored.config, "compile": False},  # the caller chooses (see load_model)
-            **{k: saved[k] for k in ("metric_channel", "panel_images") if k in saved},
-            **{"max_tile": stored.max_tile, **options},
+            **{**saved, "max_tile": stored.max_tile, **options},
         )
         module.model.load_state_dict(stored.model.state_dict())
         return module
