@@ -19,7 +19,7 @@ def test_demo_trains_for_a_time_budget_of_about_ten_minutes(compose_config):
     cfg = compose_config("train", ["experiment=demo"])
     assert 8 <= _minutes(cfg.trainer.max_time) <= 10
     assert cfg.scheduler.follow_max_time is True
-    assert cfg.scheduler.scheduler._target_.endswith("warmup_cosine")
+    assert cfg.scheduler._target_.endswith("cosine_schedule")
     assert cfg.model.width == 24  # elf_tiny
     # two single-thread DDP processes on CPU, 4 patches each: batch 8 in all
     assert cfg.trainer.accelerator == "cpu"
@@ -42,7 +42,7 @@ def test_demo_learning_rate_reaches_its_floor_when_the_time_runs_out(tmp_path):
         *args,
         "data.limit=32",
         "trainer.max_time=00:00:00:12",
-        "scheduler.scheduler.warmup_steps=2",
+        "scheduler.warmup_steps=2",
         "trainer.max_steps=100000",
         "trainer.log_every_n_steps=1",
         "test=false",

@@ -21,7 +21,7 @@ BASE = [a for a in TINY if not a.startswith(("data.limit", "trainer.max_steps"))
     f"trainer.max_steps={STEPS}",
     "test=false",
     "scheduler=cosine",
-    "scheduler.scheduler.warmup_steps=2",
+    "scheduler.warmup_steps=2",
     "callbacks.ema.decay=0.9",
 ]
 
@@ -151,8 +151,8 @@ def test_resume_continues_the_time_following_cosine_where_its_clock_stopped(tmp_
         "test=false",
         "scheduler=cosine",
         "scheduler.follow_max_time=true",
-        "scheduler.scheduler.warmup_steps=0",
-        "scheduler.scheduler.total_steps=1000000",  # only the clock moves the decay
+        "scheduler.warmup_steps=0",
+        "scheduler.total_steps=1000000",  # only the clock moves the decay
         "trainer.max_time=00:00:10:00",
         "trainer.log_every_n_steps=1",
     ]

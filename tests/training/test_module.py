@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 from derain.data import DerainDataModule, SyntheticSet
 from derain.evaluation.metrics import psnr
@@ -64,6 +67,17 @@ def test_from_checkpoint_restores_the_weights(tmp_path):
     x = torch.rand(1, 3, 24, 24)
     with torch.no_grad():
         torch.testing.assert_close(restored.model.eval()(x).image, module.model.eval()(x).image)
+
+
+def test_from_checkpoint_keeps_the_saved_options_unless_told_otherwise(tmp_path):
+    module = DerainModule(model=TINY_MODEL, metric_channel="rgb", panel_images=2)
+    hparams = {k: v for k, v in module.hparams.items() if k != "panel_images"}  # an older file
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hparams}, tmp_path / "m")
+    restored = DerainModule.from_checkpoint(tmp_path / "m")
+    assert restored.hparams.metric_channel == "rgb"
+    assert restored.hparams.panel_images == 4  # the constructor's default
+    told = DerainModule.from_checkpoint(tmp_path / "m", metric_channel="y", panel_images=1)
+    assert (told.hparams.metric_channel, told.hparams.panel_images) == ("y", 1)
 
 
 class RecordWeights(Callback):
@@ -259,3 +273,32 @@ def test_a_fit_resumed_at_its_last_step_ends_with_the_average_as_a_finished_one_
     resumed = fit(ckpt_path=tmp_path / "last.ckpt")
     for name, value in finished.items():
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_a_module_built_without_an_optimiser_trains_with_the_papers_config(compose_config):
+    module = DerainModule(model=TINY_MODEL)
+    adam = compose_config("train", ["optimizer=adam"]).optimizer
+    assert module.hparams.optimizer == dict(adam)  # conf/optimizer/adam.yaml, kept in checkpoints
+    module.trainer = pl.Trainer(accelerator="cpu", logger=False, barebones=True)
+    optimizer = module.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.defaults["lr"] == adam.lr == 2e-4
+    assert optimizer.defaults["betas"] == tuple(adam.betas)
+
+
+def test_validation_panels_go_to_each_logger_by_its_kind_not_its_class_name(tmp_path):
+    class ProjectLogger(CSVLogger):  # a CSV logger of another name
+        pass
+
+    logger = ProjectLogger(tmp_path)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        limit_val_batches=1,
+    )
+    trainer.fit(DerainModule(model=TINY_MODEL), datamodule=tiny_datamodule())
+    assert [p.name for p in (Path(logger.log_dir) / "panels").glob("*.png")] == ["step0000001.png"]

@@ -118,16 +118,12 @@ class SpendHalfTheTimeLimit(Callback):
 @pytest.mark.parametrize("follow", [False, True])
 def test_cosine_schedule_follows_the_trainers_max_time_when_asked(follow):
     scheduler = {
-        "interval": "step",
-        "run_length": True,
+        "_target_": "derain.training.schedules.cosine_schedule",
+        "_partial_": True,
+        "warmup_steps": 0,
+        "total_steps": 1000,
+        "min_lr_ratio": 0.0,
         "follow_max_time": follow,
-        "scheduler": {
-            "_target_": "derain.training.schedules.warmup_cosine",
-            "_partial_": True,
-            "warmup_steps": 0,
-            "total_steps": 1000,
-            "min_lr_ratio": 0.0,
-        },
     }
     optimizer = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 1.0}
     module = DerainModule(model=TINY_MODEL, optimizer=optimizer, scheduler=scheduler)
@@ -147,3 +143,46 @@ def test_cosine_schedule_follows_the_trainers_max_time_when_asked(follow):
         assert lr <= 0.5 + 1e-6
     else:  # 2 of 1000 steps
         assert lr == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 1000)))
+
+
+def _fitted_rates(compose_config, overrides: list[str], steps: int) -> tuple[str, list[float]]:
+    """(the interval, the learning rates of `steps` scheduler steps) of conf/train.yaml's
+    module with `overrides`."""
+    from derain.training.tasks import build_module
+
+    cfg = compose_config("train", [*overrides, "model.width=8", "model.depth=1"])
+    module = build_module(cfg)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, barebones=True)
+    module.trainer = trainer
+    config = module.configure_optimizers()
+    schedule, optimizer = config["lr_scheduler"], config["optimizer"]
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule["scheduler"].step()
+    return schedule["interval"], rates
+
+
+def test_scheduler_group_settings_are_one_level_deep(compose_config):
+    interval, rates = _fitted_rates(
+        compose_config,
+        ["scheduler=cosine", "scheduler.warmup_steps=2", "scheduler.total_steps=6"],
+        steps=7,
+    )
+    assert interval == "step"
+    assert rates[:2] == pytest.approx([1e-4, 2e-4])  # warm-up to optimizer.lr = 2e-4
+    assert rates[6] == pytest.approx(2e-6)  # the floor, min_lr_ratio = 0.01
+    interval, rates = _fitted_rates(
+        compose_config, ["scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.5"], 3
+    )
+    assert interval == "epoch"
+    assert rates == pytest.approx([2e-4, 1e-4, 5e-5])
+    assert not compose_config("train", ["scheduler=none"]).scheduler
+
+
+def test_the_old_two_level_scheduler_keys_fail_naming_the_key(compose_config):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=r"scheduler\.scheduler\.warmup_steps"):
+        compose_config("train", ["scheduler=cosine", "scheduler.scheduler.warmup_steps=2"])

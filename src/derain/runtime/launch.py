@@ -12,6 +12,10 @@ from __future__ import annotations
 import datetime
 import os
 from collections.abc import Mapping
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 _SHARED_NAME_TIMEOUT = datetime.timedelta(minutes=5)
 """How long a process waits for rank 0 to publish the run name (ranks start seconds apart)."""
@@ -48,21 +52,42 @@ def launcher_rank(env: Mapping[str, str] | None = None) -> int | None:
     return rank if rank is not None else slurm_rank(env)
 
 
-def run_name(time_format: str) -> str:
-    """The run's name, the same in every process of one launch.
+_agreed_run_name: str | None = None
+"""The run name every process of this torchrun launch agreed on (`SharedRunName`), once agreed."""
 
-    - torchrun (several processes): rank 0's start time, shared through the launcher's
-      key-value store (the TCPStore torchrun's agent serves at MASTER_ADDR:MASTER_PORT); an
-      elastic restart gets a new name, so it never writes into the failed attempt's folder.
+
+def run_name(time_format: str) -> str:
+    """The run's name (the `${derain.run_name:FORMAT}` resolver); reads nothing from the network.
+
+    - torchrun (several processes): the name `SharedRunName` agreed on when the run started,
+      rank 0's start time.
     - srun (several tasks): `slurm<job id>.<step id>`; each srun of a batch script is a new step.
-    - otherwise: this process's start time, `time_format` as for `datetime.strftime`.
+    - otherwise (and under torchrun before the run starts): this process's start time,
+      `time_format` as for `datetime.strftime`.
     """
-    now = datetime.datetime.now().strftime(time_format)
-    if torchrun_rank() is not None:
-        return _shared_by_rank_zero(now)
+    if torchrun_rank() is not None and _agreed_run_name is not None:
+        return _agreed_run_name
     if slurm_rank() is not None:
         return f"slurm{os.environ['SLURM_JOB_ID']}.{os.environ['SLURM_STEP_ID']}"
-    return now
+    return datetime.datetime.now().strftime(time_format)
+
+
+def agree_on_run_name(config: Any) -> None:
+    """Under torchrun, makes every process's `run_name` rank 0's (its start time, composed with
+    this process's `config`), shared through the launcher's key-value store (the TCPStore
+    torchrun's agent serves at MASTER_ADDR:MASTER_PORT); an elastic restart gets a new name, so
+    it never writes into the failed attempt's folder. A `run_name` given as a value is kept.
+    Elsewhere it does nothing."""
+    global _agreed_run_name
+    if torchrun_rank() is None:
+        return
+    _agreed_run_name = None
+    if "run_name" not in config or not OmegaConf.is_interpolation(config, "run_name"):
+        return
+    OmegaConf.clear_cache(config)
+    proposal = config.run_name  # this process's start time
+    _agreed_run_name = _shared_by_rank_zero(proposal)
+    OmegaConf.clear_cache(config)  # the resolver's cached time gives way to the agreed name
 
 
 def _shared_by_rank_zero(proposal: str) -> str:
@@ -90,6 +115,17 @@ def _shared_by_rank_zero(proposal: str) -> str:
         # the first name set for this attempt stays, should rank 0 compose the config again
         store.compare_set(key, "", proposal)
     return store.get(key).decode()
+
+
+class SharedRunName(Callback):
+    """A Hydra callback (conf/hydra/default.yaml): `agree_on_run_name` when a run or a sweep
+    starts, after Hydra composed the config and before it names the run's folder."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        agree_on_run_name(config)
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        agree_on_run_name(config)
 
 
 def rank_suffix() -> str:

@@ -160,7 +160,7 @@ class AblationStudy:
         run_dir = self.out_dir / variant
         cfg.paths.root_dir = str(self.out_dir)
         cfg.paths.output_dir = str(run_dir)
-        if cfg.get("logger") and "wandb" in cfg.logger:
+        if "wandb" in cfg.logger:
             # one W&B group per study, so its runs sit together
             cfg.logger.wandb.group = f"ablation-{self.out_dir.name}"
         return cfg
@@ -175,16 +175,16 @@ class AblationStudy:
     def run_variant(self, variant: str, profile: bool = True) -> VariantResult:
         """Trains and tests `variant` (run folder out_dir/<variant>), then profiles its network
         (`profile=False` skips that: params 0, GMACs and latency NaN)."""
-        from derain.training.tasks import (
-            train,  # Lightning and the data stack load only when training
-        )
+        # Lightning and the data stack load only when training
+        from derain.training.tasks import train
+        from derain.training.wandb import finish_run
 
         cfg = self.compose(variant)
         start = time.perf_counter()
         try:
             result = train(cfg)
         finally:
-            _finish_wandb_run()
+            finish_run()  # the next variant starts its own W&B run
         seconds = time.perf_counter() - start
         checkpoint = Path(result["output_dir"]) / "checkpoints" / "last.ckpt"
         steps = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
@@ -208,15 +208,6 @@ class AblationStudy:
             run_dir=str(result["output_dir"]),
             checkpoint=str(checkpoint),
         )
-
-
-def _finish_wandb_run() -> None:
-    """Closes the W&B run a WandbLogger left open, so the next variant starts its own run."""
-    import sys
-
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
-        wandb.finish()
 
 
 def _yaml_value(value: Any) -> str:

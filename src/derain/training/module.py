@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 from torch import Tensor, nn
@@ -27,8 +28,8 @@ from derain.evaluation.panels import make_panel, save_panel
 from derain.inference.tiling import DEFAULT_OVERLAP, check_max_tile, tiled_apply
 from derain.models import pad_to_multiple
 from derain.models.ensemble import ensemble_transforms, self_ensemble, self_ensemble_name
+from derain.training import wandb
 from derain.training.losses import ELFLoss
-from derain.training.schedules import build_scheduler
 
 if TYPE_CHECKING:
     from derain.inference import StoredNetwork
@@ -78,6 +79,9 @@ class NonFiniteLossError(FloatingPointError):
 EVAL_PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 """Precisions validation and test can run the network in (None: autocast off, float32)."""
 
+_KEPT_OPTIONS = ("metric_channel", "panel_images")
+"""Options `DerainModule.from_network` takes from the checkpoint unless told otherwise."""
+
 _NO_NONFINITE_STEP = 2**62
 """Sentinel of the first-non-finite-step tracker: no non-finite loss seen."""
 
@@ -107,15 +111,27 @@ def network_precision(precision: str | None, device_type: str) -> Iterator[None]
         yield
 
 
+def paper_optimizer() -> dict[str, Any]:
+    """The paper's optimiser config, conf/optimizer/adam.yaml: what a `DerainModule` built
+    without an optimiser trains with."""
+    from omegaconf import OmegaConf
+
+    from derain.paths import config_dir
+
+    return OmegaConf.to_container(OmegaConf.load(config_dir() / "optimizer" / "adam.yaml"))
+
+
 class DerainModule(pl.LightningModule):
     """Trains and evaluates a deraining network.
 
     Args:
         model: network config (`_target_` + arguments), e.g. conf/model/elf.yaml.
         loss: loss config (default: the paper's `ELFLoss`).
-        optimizer: optimiser config with `_partial_: true` (receives the parameters).
-        scheduler: None, or {"scheduler": config with `_partial_: true`, "interval": "epoch"|"step",
-            "frequency": int}.
+        optimizer: optimiser config with `_partial_: true` (receives the parameters); None:
+            the paper's, conf/optimizer/adam.yaml (`paper_optimizer`).
+        scheduler: None (constant learning rate), or a config with `_partial_: true` of a
+            function `(optimizer, trainer) -> Lightning lr_scheduler config`
+            (`derain.training.schedules`, conf/scheduler/*.yaml).
         metric_channel: "y" (papers' protocol) or "rgb".
         panel_images: how many validation images of the first set go into the logged panel.
         self_ensemble: the test's self-ensemble (`derain.models.ensemble.self_ensemble_name`):
@@ -169,7 +185,7 @@ class DerainModule(pl.LightningModule):
             {
                 "model": _plain(model),
                 "loss": _plain(loss),
-                "optimizer": _plain(optimizer),
+                "optimizer": _plain(optimizer) or paper_optimizer(),
                 "scheduler": _plain(scheduler),
                 "metric_channel": metric_channel,
                 "panel_images": panel_images,
@@ -196,7 +212,7 @@ class DerainModule(pl.LightningModule):
         metrics = {"psnr": PSNR(channel=channel), "ssim": SSIM(channel=channel)}
         if with_input:
             metrics |= {"input_psnr": PSNR(channel=channel), "input_ssim": SSIM(channel=channel)}
-            if self.hparams.get("self_ensemble"):
+            if self.hparams.self_ensemble:
                 metrics |= {
                     "single_psnr": PSNR(channel=channel),
                     "single_ssim": SSIM(channel=channel),
@@ -217,26 +233,12 @@ class DerainModule(pl.LightningModule):
             )
 
     def configure_optimizers(self):
-        opt_cfg = self.hparams.optimizer or {
-            "_target_": "torch.optim.Adam",
-            "_partial_": True,
-            "lr": 2e-4,
-            "betas": [0.9, 0.999],
-        }
-        optimizer = instantiate(opt_cfg)(self.model.parameters())
+        optimizer = instantiate(self.hparams.optimizer)(self.model.parameters())
         self._check_clipping(optimizer)
-        sched = self.hparams.scheduler
-        if not sched:
+        if not self.hparams.scheduler:
             return optimizer
-        scheduler = build_scheduler(sched, optimizer, self.trainer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "interval": sched.get("interval", "epoch"),
-                "frequency": sched.get("frequency", 1),
-            },
-        }
+        schedule = instantiate(self.hparams.scheduler)(optimizer, self.trainer)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def _scales_gradients(self) -> bool:
         """16-mixed: the loss, hence every gradient, is multiplied by the GradScaler's factor."""
@@ -315,7 +317,7 @@ class DerainModule(pl.LightningModule):
         lr = "Lower optimizer.lr"
         if clip:
             return f"{lr} or trainer.gradient_clip_val (now {clip})."
-        if self._scales_gradients() and (self.hparams.optimizer or {}).get("fused"):
+        if self._scales_gradients() and self.hparams.optimizer.get("fused"):
             return f"{lr}, or clip gradients: trainer.gradient_clip_val=1.0 optimizer.fused=false."
         return f"{lr} or clip gradients: trainer.gradient_clip_val=1.0."
 
@@ -366,10 +368,10 @@ class DerainModule(pl.LightningModule):
         network is compiled (`model.compile`), else None (its own padding only)."""
         if not self.hparams.model.get("compile"):
             return None
-        return self.hparams.get("compiled_val_multiple")
+        return self.hparams.compiled_val_multiple
 
     def _tiled(self, rainy: Tensor) -> bool:
-        max_tile = self.hparams.get("max_tile")
+        max_tile = self.hparams.max_tile
         return max_tile is not None and max(rainy.shape[-2:]) > max_tile
 
     def _restored_image(self, rainy: Tensor, multiple: int | None = None) -> Tensor:
@@ -388,13 +390,13 @@ class DerainModule(pl.LightningModule):
     def scored_precision(self) -> str:
         """The precision validation and test run the network in: `eval_precision`, or the
         trainer's when that is None."""
-        precision = self.hparams.get("eval_precision", "32-true")
+        precision = self.hparams.eval_precision
         if precision is not None:
             return precision
         return str(self.trainer.precision) if self._trainer is not None else "32-true"
 
     def _check_eval_weights(self) -> None:
-        if self.hparams.get("eval_precision", "32-true") != "32-true":
+        if self.hparams.eval_precision != "32-true":
             return
         dtype = next(self.model.parameters()).dtype
         if dtype != torch.float32:
@@ -412,7 +414,7 @@ class DerainModule(pl.LightningModule):
         self._check_eval_weights()
 
     def _eval_precision(self):
-        return network_precision(self.hparams.get("eval_precision", "32-true"), self.device.type)
+        return network_precision(self.hparams.eval_precision, self.device.type)
 
     def validation_step(
         self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0
@@ -449,14 +451,11 @@ class DerainModule(pl.LightningModule):
     def _log_panel(self, panel: np.ndarray) -> None:
         key, step = "val/panel", self.global_step
         for logger in self.loggers:
-            kind = type(logger).__name__
-            if kind == "WandbLogger":
-                logger.log_image(
-                    key=key, images=[panel], step=step, caption=["rainy | restored | clean | rain"]
-                )
-            elif kind == "TensorBoardLogger":
+            if isinstance(logger, WandbLogger):
+                wandb.log_panel(logger, key, panel, step)
+            elif isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(key, panel, step, dataformats="HWC")
-            elif kind == "CSVLogger":
+            elif isinstance(logger, CSVLogger):
                 save_panel(panel, Path(logger.log_dir) / "panels" / f"step{step:07d}.png")
 
     def test_step(
@@ -532,15 +531,11 @@ class DerainModule(pl.LightningModule):
         `options` (metric_channel, panel_images, self_ensemble, eval_precision, max_tile)
         replace the checkpoint's; the loss, optimiser and schedule are not rebuilt.
         """
-        saved = stored.hyper_parameters
+        # what the checkpoint lacks keeps the constructor's default
+        saved = {k: v for k, v in stored.hyper_parameters.items() if k in _KEPT_OPTIONS}
         module = cls(
             model={**stored.config, "compile": False},  # the caller chooses (see load_model)
-            **{
-                "metric_channel": saved.get("metric_channel", "y"),
-                "panel_images": saved.get("panel_images", 4),
-                "max_tile": stored.max_tile,
-                **options,
-            },
+            **{**saved, "max_tile": stored.max_tile, **options},
         )
         module.model.load_state_dict(stored.model.state_dict())
         return module

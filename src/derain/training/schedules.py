@@ -1,8 +1,8 @@
-"""Learning-rate schedules fitted to a run's length (steps, and optionally its time limit).
+"""Learning-rate schedules, some fitted to a run's length (steps, and optionally its time limit).
 
-A scheduler config with `run_length: true` (conf/scheduler/cosine.yaml) receives `total_steps`
-(its own, or the run's optimiser steps) and `elapsed_fraction` from the trainer; other schedules
-(torch's StepLR, conf/scheduler/step.yaml) receive the optimiser only.
+A `scheduler` group config (conf/scheduler/*.yaml) is a partial `(optimizer, trainer) ->
+Lightning lr_scheduler config` (the dict `configure_optimizers` returns under "lr_scheduler"):
+`cosine_schedule` and `step_schedule`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 
 
@@ -76,14 +75,34 @@ def max_time_fraction(trainer: Any) -> Callable[[], float] | None:
     return fraction
 
 
-def build_scheduler(
-    config: dict[str, Any], optimizer: torch.optim.Optimizer, trainer: Any
-) -> torch.optim.lr_scheduler.LRScheduler:
-    """The scheduler of a `scheduler` group config (`scheduler`: a partial factory), for
-    `trainer`'s run when `run_length` is set."""
-    factory = instantiate(config["scheduler"])
-    if not config.get("run_length"):
-        return factory(optimizer)
-    total = config["scheduler"].get("total_steps") or trainer.estimated_stepping_batches
-    follow = max_time_fraction(trainer) if config.get("follow_max_time") else None
-    return factory(optimizer, total_steps=int(total), elapsed_fraction=follow)
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer,
+    trainer: Any,
+    warmup_steps: int,
+    total_steps: int | None = None,
+    min_lr_ratio: float = 0.01,
+    follow_max_time: bool = False,
+) -> dict[str, Any]:
+    """`warmup_cosine`, stepped at every optimiser step (conf/scheduler/cosine.yaml).
+
+    `total_steps`: None fits the decay to the run (`trainer.estimated_stepping_batches`);
+    `follow_max_time`: the decay also follows the trainer's `max_time` (`max_time_fraction`),
+    so a run cut by its time limit still ends at the floor learning rate.
+    """
+    total = total_steps or trainer.estimated_stepping_batches
+    follow = max_time_fraction(trainer) if follow_max_time else None
+    scheduler = warmup_cosine(optimizer, warmup_steps, int(total), min_lr_ratio, follow)
+    return {"scheduler": scheduler, "interval": "step"}
+
+
+def step_schedule(
+    optimizer: torch.optim.Optimizer,
+    trainer: Any,
+    step_size: int,
+    gamma: float,
+    interval: str = "epoch",
+) -> dict[str, Any]:
+    """torch's `StepLR`: the learning rate times `gamma` every `step_size` epochs
+    (`interval="epoch"`) or optimiser steps (`interval="step"`) (conf/scheduler/step.yaml)."""
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+    return {"scheduler": scheduler, "interval": interval}

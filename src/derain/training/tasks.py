@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from derain.evaluation.tables import markdown_table
@@ -21,7 +20,7 @@ from derain.inference.sources import WEIGHTS_FILE, resolve_model
 from derain.models import optimize
 from derain.runtime.console import quiet_third_party
 from derain.runtime.memory import retain_freed_memory
-from derain.training import finished
+from derain.training import finished, wandb
 from derain.training.checkpointing import newest_checkpoint, slurm_requeued
 from derain.training.module import DerainModule
 from derain.training.report import TestReport
@@ -74,14 +73,11 @@ def _saved_step(path: Path) -> int | None:
 
 
 def build_module(cfg: DictConfig) -> DerainModule:
-    scheduler = cfg.get("scheduler") or None
-    if scheduler is not None and "scheduler" not in scheduler:
-        scheduler = None  # scheduler=none: constant learning rate
     return DerainModule(
         model=cfg.model,
         loss=cfg.get("loss"),
         optimizer=cfg.get("optimizer"),
-        scheduler=scheduler,
+        scheduler=cfg.get("scheduler") or None,  # scheduler=none: {}, a constant learning rate
         **cfg.get("module", {}),
     )
 
@@ -102,12 +98,8 @@ def _run_test(
     if trainer.is_global_zero:
         paths = report.write(out_dir, metadata)
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                columns = ["set", "name", "input_psnr", "psnr", "ssim"]
-                rows = [[r[c] for c in columns] for r in report.per_image]
-                logger.log_table("test/per_image", columns=columns, data=rows)
-                if "panel" in paths:
-                    logger.log_image("test/panel", images=[str(paths["panel"])])
+            if isinstance(logger, WandbLogger):
+                wandb.log_test_report(logger, report.per_image, paths.get("panel"))
         print(markdown_table(report.results, metadata.get("title")))
     return paths
 
@@ -117,15 +109,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         return _train(cfg)
     finally:
-        _finish_wandb()
-
-
-def _finish_wandb() -> None:
-    # each job of a `-m` sweep runs in this process: without finish() the next job's
-    # WandbLogger would attach to the previous job's run
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
-        wandb.finish()
+        wandb.finish_run()
 
 
 def _start(cfg: DictConfig) -> Path:
