@@ -18,6 +18,8 @@ def root_handler():
     lightning_logger = logging.getLogger("lightning")
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     saved = list(lightning_logger.handlers), list(rank_zero.filters)
+    if not lightning_logger.handlers:  # an earlier run in this process removed it
+        lightning_logger.addHandler(logging.StreamHandler())
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
@@ -30,7 +32,7 @@ def root_handler():
 
 
 def test_lightning_messages_reach_the_console_once_and_tips_not_at_all(root_handler):
-    assert logging.getLogger("lightning").handlers  # what lightning/__init__ adds
+    assert logging.getLogger("lightning").handlers  # what lightning/__init__ adds (fixture)
     with warnings.catch_warnings():
         quiet_third_party()
     assert not logging.getLogger("lightning").handlers
