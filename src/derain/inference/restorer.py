@@ -317,11 +317,13 @@ class Restorer:
     ) -> Restorer:
         """A restorer that shares this one's network (and its measured memory use) but uses
         another `self_ensemble` and/or `max_memory` (see the class); omitted ones are kept."""
+        options = {"self_ensemble": self_ensemble, "max_memory": max_memory}
         other = copy.copy(self)
-        if self_ensemble is not _UNCHANGED:
-            other.ensemble = _ensemble(self_ensemble)
-        if max_memory is not _UNCHANGED:
-            other.max_memory = _memory_budget(max_memory, self.device)
+        other.settings = self.settings.replace(
+            **{key: value for key, value in options.items() if value is not _UNCHANGED}
+        )
+        other.ensemble = _ensemble(other.settings.self_ensemble)
+        other.max_memory = _memory_budget(other.settings.max_memory, self.device)
         other.last_plan = None
         return other
 
