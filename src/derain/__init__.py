@@ -4,9 +4,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_PARTS = frozenset(
-    {"data", "evaluation", "folders", "inference", "models", "runtime", "studies", "training"}
-)
+_PARTS = frozenset({"data", "evaluation", "inference", "models", "runtime", "studies", "training"})
 
 
 def load(*args, **kwargs):

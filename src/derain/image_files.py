@@ -1,13 +1,30 @@
 """What reading an image file needs in both the data files (`derain.data.io`) and the photo
-files of inference (`derain.inference.photo_files`), which may not import each other: the EXIF
-orientation, and whether Pillow would cut a 16-bit colour image to 8 bits."""
+files of inference (`derain.inference.photo_files`, `derain.inference.files`), which may not
+import each other: which files are images, the EXIF orientation, and whether Pillow would cut a
+16-bit colour image to 8 bits."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+"""Suffixes (lower case) of the files treated as images; matching ignores case."""
+
 EXIF_ORIENTATION_TAG = 0x0112
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True for a visible file whose suffix is in `IMAGE_EXTENSIONS` (any case).
+
+    Hidden files (`.DS_Store`, `._photo.jpg` from macOS) are never images, whatever their suffix.
+    """
+    path = Path(path)
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
 
 _TRANSFORMS = {
     2: lambda a: a[:, ::-1],

@@ -27,11 +27,19 @@ def config_dir() -> Path:
     )
 
 
+def _command_help(config_name: str) -> str:
+    from derain.runtime.help import command_help
+
+    return command_help(config_name)
+
+
 def register_resolvers() -> None:
     """The `${derain.*:}` interpolations of conf/: run folder name, per-process log name, the
-    `.hydra/` folder written by the first process only, and the SLURM launcher's tasks and GPUs
-    per node. Registered on import."""
+    `.hydra/` folder written by the first process only, the SLURM launcher's tasks and GPUs
+    per node, and every command's --help (`hydra.help.template: ${derain.help:NAME}`,
+    `derain.runtime.help`). Registered on import."""
     resolvers = {
+        "derain.help": (_command_help, False),
         # cached: one name per composed config, like Hydra's ${now:}
         "derain.run_name": (launch.run_name, True),
         "derain.rank_suffix": (launch.rank_suffix, False),

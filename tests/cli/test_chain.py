@@ -20,11 +20,18 @@ ON_DISK = [
 
 def test_synth_train_eval_score_agree_on_the_same_images(tmp_path):
     root = tmp_path / "data"
-    run_cli("derain-synth", f"out={root / 'train'}", "n=4", "size=48", "split=train", cwd=tmp_path)
     run_cli(
         "derain-synth",
-        f"out={root / 'test'}",
-        "n=3",
+        f"output={root / 'train'}",
+        "count=4",
+        "size=48",
+        "split=train",
+        cwd=tmp_path,
+    )
+    run_cli(
+        "derain-synth",
+        f"output={root / 'test'}",
+        "count=3",
         "size=48",
         "split=test",
         "seed=1",
@@ -54,7 +61,7 @@ def test_synth_train_eval_score_agree_on_the_same_images(tmp_path):
         "derain-score",
         f"pred={eval_run / 'images' / 'test'}",
         f"gt={root / 'test' / 'target'}",
-        f"out={out}",
+        f"output={out}",
         cwd=tmp_path,
     )
     scores = json.loads((out / "scores.json").read_text())

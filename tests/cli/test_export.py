@@ -8,8 +8,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from derain.cli.export import run
 from derain.inference import CheckpointError, save_safetensors
+from derain.inference.export import run
 from derain.models import ELF
 from helpers import run_cli
 
@@ -25,7 +25,11 @@ def exported(tmp_path_factory):
     model = ELF.from_preset("elf_tiny").eval()
     checkpoint = save_safetensors(model, root / "tiny.safetensors")
     onnx_run = run_cli(
-        "derain-export", f"ckpt_path={checkpoint}", "format=onnx", "out=deploy/elf.onnx", cwd=root
+        "derain-export",
+        f"ckpt_path={checkpoint}",
+        "format=onnx",
+        "output=deploy/elf.onnx",
+        cwd=root,
     )
     script_run = run_cli("derain-export", f"ckpt_path={checkpoint}", "format=torchscript", cwd=root)
     return model, root, onnx_run, script_run
@@ -85,7 +89,7 @@ def test_without_a_checkpoint_the_bundled_model_is_exported_here(
     monkeypatch.setattr(sources, "WEIGHTS_DIR", tmp_path / "weights")
     save_pretrained(model, tmp_path / "weights" / "default", card="# default\n")
     monkeypatch.chdir(tmp_path)
-    out = run(compose_config("export", ["format=torchscript", "verify=false"]), Console())
+    out = run(compose_config("export", ["format=torchscript", "verify=false"]), Console()).output
     assert out == tmp_path.joinpath("default.torchscript.pt").relative_to(tmp_path)
     scripted = torch.jit.load(str(tmp_path / out))
     x = torch.rand(1, 3, 37, 61)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from derain.cli.help import command_help
 from derain.paths import config_dir
+from derain.runtime.help import command_help
 from helpers import run_cli
 
 COMMANDS = ["convert", "eval", "export", "predict", "profile", "score", "train"]

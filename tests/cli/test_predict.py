@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 from rich.console import Console
 
-from derain.cli.predict import PredictSummary, print_summary, run, speed_label
 from derain.data.io import read_image
 from derain.inference import Restorer, read_photo, write_photo
+from derain.inference.predict import PredictSummary, print_summary, run, speed_label
 from derain.models import ELF
 from helpers import run_cli
 
@@ -219,7 +219,7 @@ def test_the_input_folder_is_refused_as_output(workspace, compose_config, monkey
 def test_speed_switches_reach_the_network_and_leave_the_result(
     workspace, first_run, compose_config, monkeypatch
 ):
-    import derain.cli.predict as predict_cli
+    import derain.inference.predict as predict_cli
     import derain.inference.restorer as restorer_module
 
     calls = []

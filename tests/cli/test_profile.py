@@ -17,7 +17,7 @@ def test_profile_prints_a_table_and_writes_json_with_documented_fields(tmp_path)
         "presets=[elf_tiny,elf_small]",
         "size=32",
         "runs=2",
-        f"out={out}",
+        f"output={out}",
         cwd=tmp_path,
     )
     assert "elf_tiny" in proc.stdout and "efficiency" in proc.stdout
@@ -52,7 +52,7 @@ def test_profile_one_model_with_an_ablation(tmp_path):
         "model/ablation=no_rain_prior",
         "size=32",
         "runs=1",
-        f"out={out}",
+        f"output={out}",
         cwd=tmp_path,
     )
     report = json.loads(out.read_text())
@@ -72,7 +72,7 @@ def test_profile_measures_with_freed_memory_retained_as_users_run(tmp_path):
     for setting, retained, words in ((None, True, "retained"), (False, False, "returned")):
         out = tmp_path / f"{setting}.json"
         extra = [] if setting is None else [f"retain_freed_memory={str(setting).lower()}"]
-        args = ["presets=[elf_tiny]", "size=16", "runs=1", f"out={out}", *extra]
+        args = ["presets=[elf_tiny]", "size=16", "runs=1", f"output={out}", *extra]
         proc = run_cli("derain-profile", *args, cwd=tmp_path)
         assert json.loads(out.read_text())["machine"]["retain_freed_memory"] is retained
         assert f"freed memory {words}" in " ".join(proc.stdout.split())

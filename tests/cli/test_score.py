@@ -19,9 +19,9 @@ from rich.console import Console
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from derain.cli.score import run
 from derain.data.io import read_image
 from derain.evaluation.metrics import psnr, ssim
+from derain.evaluation.scoring import run
 from derain.paths import config_dir
 
 SCORE = Path(sys.executable).parent / "derain-score"
@@ -102,11 +102,11 @@ def skimage_scores(pred_path: Path, gt_path: Path) -> tuple[float, float]:
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    """One real `derain-score pred=pred gt=gt out=out` run in a fresh working directory."""
+    """One real `derain-score pred=pred gt=gt output=out` run in a fresh working directory."""
     root = tmp_path_factory.mktemp("score")
     pred, gt = write_folders(root)
     result = subprocess.run(
-        [str(SCORE), "pred=pred", "gt=gt", "out=out"],
+        [str(SCORE), "pred=pred", "gt=gt", "output=out"],
         cwd=root,
         capture_output=True,
         text=True,

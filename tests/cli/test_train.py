@@ -111,7 +111,7 @@ def test_eval_scores_in_fp32_whatever_the_trainers_precision_and_says_so(trained
     ckpt = f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"
     small = [a for a in TINY if a.startswith(("+data.test", "data.limit"))]
     mixed = "trainer.precision=bf16-mixed"  # what trainer=gpu sets
-    for args in ([mixed], [mixed, "eval_precision=null"]):
+    for args in ([mixed], [mixed, "precision=bf16-mixed"]):
         run_cli("derain-eval", ckpt, *small, *args, "panel_images=0", cwd=tmp_path)
     runs = run_dirs(tmp_path, task="eval")
     bf16_trainer, bf16_scored = (json.loads((r / "results.json").read_text()) for r in runs)

@@ -28,7 +28,7 @@ def run_synth(*overrides: str) -> subprocess.CompletedProcess:
 
 def test_cli_writes_pairs_find_pairs_reads_back(tmp_path):
     out = tmp_path / "synth"
-    proc = run_synth(f"out={out}", "n=3", "size=48", "layout=rain13k", "seed=5")
+    proc = run_synth(f"output={out}", "count=3", "size=48", "layout=rain13k", "seed=5")
     assert proc.returncode == 0, proc.stderr
     pairs = find_pairs(out)
     assert len(pairs) == 3 and all(pair.rain is not None for pair in pairs)
@@ -46,10 +46,10 @@ def test_cli_writes_pairs_find_pairs_reads_back(tmp_path):
 
 def test_cli_refuses_a_non_empty_folder_unless_overwrite(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
-    refused = run_synth(f"out={tmp_path}", "n=1", "size=32")
+    refused = run_synth(f"output={tmp_path}", "count=1", "size=32")
     assert refused.returncode != 0
     assert "is not empty" in refused.stderr and "overwrite=true" in refused.stderr
-    assert run_synth(f"out={tmp_path}", "n=1", "size=32", "overwrite=true").returncode == 0
+    assert run_synth(f"output={tmp_path}", "count=1", "size=32", "overwrite=true").returncode == 0
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
@@ -89,11 +89,13 @@ def test_cli_renders_a_rain_family_on_ones_own_photos(tmp_path):
     for name in ("beach.jpg", "hill.png"):
         Image.fromarray(rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)).save(photos / name)
     out = tmp_path / "synth"
-    proc = run_synth(f"out={out}", "n=4", "size=40", "preset=screen", f"photos={tmp_path / 'mine'}")
+    proc = run_synth(
+        f"output={out}", "count=4", "size=40", "preset=screen", f"photos={tmp_path / 'mine'}"
+    )
     assert proc.returncode == 0, proc.stderr
     params = json.loads((out / "params.json").read_text())
     used = [Path(image["photo"]).name for image in params["images"]]
     assert used == ["beach.jpg", "hill.png", "beach.jpg", "hill.png"]
     assert params["config"]["blend"] == "screen" and params["photos"] == str(tmp_path / "mine")
-    missing = run_synth(f"out={tmp_path / 'other'}", f"photos={tmp_path / 'nowhere'}")
+    missing = run_synth(f"output={tmp_path / 'other'}", f"photos={tmp_path / 'nowhere'}")
     assert missing.returncode != 0 and "nowhere does not exist" in missing.stderr

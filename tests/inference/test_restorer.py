@@ -187,19 +187,29 @@ def test_the_rain_layer_is_what_was_removed_whatever_the_head(image, head):
 
 
 def test_bf16_on_cpu_stays_close_to_fp32(tiny_model, image, expected):
-    result = Restorer(tiny_model, device="cpu", precision="bf16")(image)
+    result = Restorer(tiny_model, device="cpu", precision="bf16-mixed")(image)
     assert result.dtype == np.float32
     assert np.abs(result - expected[0].permute(1, 2, 0).numpy()).mean() < 0.02
 
 
 def test_fp16_on_cpu_is_refused_with_the_alternatives(tiny_model):
-    with pytest.raises(ValueError, match="precision=fp16 needs a CUDA device.*bf16"):
-        Restorer(tiny_model, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="precision=16-mixed needs a CUDA device.*bf16-mixed"):
+        Restorer(tiny_model, device="cpu", precision="16-mixed")
 
 
 def test_an_unknown_precision_lists_the_choices(tiny_model):
-    with pytest.raises(ValueError, match="fp32, bf16, fp16"):
+    with pytest.raises(ValueError, match="32-true, bf16-mixed, 16-mixed"):
         Restorer(tiny_model, device="cpu", precision="int8")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"), [("fp32", "32-true"), ("bf16", "bf16-mixed"), ("fp16", "16-mixed")]
+)
+def test_an_earlier_precision_name_says_the_one_to_write(tiny_model, old, new):
+    with pytest.raises(
+        ValueError, match=f"precision={old} is an earlier name: write precision={new}"
+    ):
+        Restorer(tiny_model, device="cpu", precision=old)
 
 
 @pytest.mark.parametrize(

@@ -58,7 +58,7 @@ def test_the_restorer_returns_the_mean_of_the_back_transformed_outputs(
 
 
 def test_the_restorer_refuses_an_unknown_ensemble(tiny_model):
-    with pytest.raises(ValueError, match="unknown self-ensemble"):
+    with pytest.raises(ValueError, match="self_ensemble=eight is not one of off, flips, d4"):
         Restorer(tiny_model, device="cpu", self_ensemble="eight")
 
 

@@ -135,15 +135,15 @@ def test_a_missing_checkpoint_path_is_named(tmp_path):
 def test_convert_writes_a_model_folder_with_the_given_card(compose_config, tmp_path):
     from rich.console import Console
 
-    from derain.cli.convert import run
+    from derain.inference.convert import run
 
     model = tiny_elf(6)
     ckpt = write_lightning_checkpoint(model, tmp_path / "last.ckpt")
     card = tmp_path / "CARD.md"
     card.write_text("---\nlibrary_name: derain\n---\n# mine\n")
     out = tmp_path / "mine"
-    cfg = compose_config("convert", [f"ckpt={ckpt}", f"out={out}", f"card={card}"])
-    assert run(cfg, Console()) == out
+    cfg = compose_config("convert", [f"ckpt_path={ckpt}", f"output={out}", f"card={card}"])
+    assert run(cfg, Console()).output == out
     assert (out / "README.md").read_text() == card.read_text()
     assert _same_network(load_model(out), model)
     with pytest.raises(ValueError, match="exists"):
@@ -153,10 +153,10 @@ def test_convert_writes_a_model_folder_with_the_given_card(compose_config, tmp_p
 def test_convert_needs_exactly_one_source(compose_config, tmp_path):
     from rich.console import Console
 
-    from derain.cli.convert import run
+    from derain.inference.convert import run
 
-    with pytest.raises(ValueError, match="one of authors= .* or ckpt="):
-        run(compose_config("convert", [f"out={tmp_path / 'x.ckpt'}"]), Console())
+    with pytest.raises(ValueError, match="one of authors= .* or ckpt_path="):
+        run(compose_config("convert", [f"output={tmp_path / 'x.ckpt'}"]), Console())
 
 
 def test_without_a_bundled_model_the_error_says_to_give_one(weights_dir):

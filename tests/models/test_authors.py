@@ -174,11 +174,11 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path):
 def test_convert_writes_a_checkpoint_that_predict_and_eval_use(tensors, tmp_path):
     authors = _training_script_file(tensors, "w16_d2", tmp_path / "model_best.pth")
     out = tmp_path / "converted.ckpt"
-    proc = run_cli("derain-convert", f"authors={authors}", f"out={out}", cwd=tmp_path)
+    proc = run_cli("derain-convert", f"authors={authors}", f"output={out}", cwd=tmp_path)
     assert "133,800 parameters" in proc.stdout
     _assert_reproduces(load_model(out), tensors, "w16_d2")
     safetensors = tmp_path / "converted.safetensors"
-    run_cli("derain-convert", f"authors={authors}", f"out={safetensors}", cwd=tmp_path)
+    run_cli("derain-convert", f"authors={authors}", f"output={safetensors}", cwd=tmp_path)
     _assert_reproduces(load_model(safetensors), tensors, "w16_d2")
 
     photos = tmp_path / "photos"
@@ -206,13 +206,13 @@ def test_convert_refuses_a_bad_source_and_keeps_an_existing_output(tensors, tmp_
     out = tmp_path / "model.ckpt"
     out.write_bytes(b"an earlier conversion")
     proc = run_cli(
-        "derain-convert", f"authors={authors}", f"out={out}", "overwrite=true", check=False
+        "derain-convert", f"authors={authors}", f"output={out}", "overwrite=true", check=False
     )
     assert proc.returncode == 1
     assert "up_31" in proc.stderr and "Traceback" not in proc.stderr
     assert out.read_bytes() == b"an earlier conversion"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.pth", "model.ckpt"]
     good = _training_script_file(tensors, "w16_d2", tmp_path / "good.pth")
-    proc = run_cli("derain-convert", f"authors={good}", f"out={out}", check=False)
+    proc = run_cli("derain-convert", f"authors={good}", f"output={out}", check=False)
     assert proc.returncode == 1 and "overwrite=true" in proc.stderr
     assert out.read_bytes() == b"an earlier conversion"

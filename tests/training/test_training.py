@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from derain.training import tasks as training
@@ -21,3 +22,31 @@ def test_after_cpu_ddp_the_testing_process_takes_the_other_processes_threads(mon
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+LOGGED = {"val/psnr": 31.5, "val/ssim": 0.9, "train/loss": 0.1}
+
+
+def _run_config(**settings):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"optimized_metric": "val/psnr", "train": True, **settings})
+
+
+def test_the_optimized_metric_is_the_logged_value():
+    assert training.optimized_value(_run_config(), LOGGED, sweeping=True) == 31.5
+
+
+def test_a_sweep_whose_optimized_metric_was_not_logged_fails_listing_the_logged_ones():
+    cfg = _run_config(optimized_metric="val/psnrr")
+    with pytest.raises(ValueError, match="optimized_metric=val/psnrr was not logged") as error:
+        training.optimized_value(cfg, LOGGED, sweeping=True)
+    assert "train/loss, val/psnr, val/ssim" in str(error.value)
+
+
+def test_a_single_run_only_warns_and_a_test_only_run_has_nothing_to_optimise(caplog):
+    cfg = _run_config(optimized_metric="val/psnrr")
+    assert training.optimized_value(cfg, LOGGED, sweeping=False) is None
+    assert "optimized_metric=val/psnrr was not logged" in caplog.text
+    test_only = _run_config(optimized_metric="val/psnrr", train=False)
+    assert training.optimized_value(test_only, {}, sweeping=True) is None

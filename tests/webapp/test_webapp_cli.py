@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from derain.cli.demo import self_ensemble_choice
 from derain.inference import bundled_models
+from derain.webapp.demo import self_ensemble_choice
 from helpers import run_cli
 
 

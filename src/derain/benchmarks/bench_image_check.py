@@ -5,7 +5,7 @@ all their files: "header" (in this process) and "full" (decoding every image, in
 in one per core). Each mode runs `--rounds` times; prints the fastest, in seconds and files/s,
 then the CPU time of each check in one process (what an idle machine's cores share).
 
-    derain-synth out=/tmp/synth1000 n=1000          # 1,000 pairs: 3,000 PNGs of 256²
+    derain-synth output=/tmp/synth1000 count=1000   # 1,000 pairs: 3,000 PNGs of 256²
     python -m derain.benchmarks.bench_image_check /tmp/synth1000
     python -m derain.benchmarks.bench_image_check /data/Rain13K/train/Rain13K --workers 8
 """

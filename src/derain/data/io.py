@@ -12,10 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from derain.image_files import EXIF_ORIENTATION_TAG, has_16bit_colour, upright
-
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-"""Suffixes (lower case) of the files treated as images; matching ignores case."""
+from derain.image_files import (
+    EXIF_ORIENTATION_TAG,
+    IMAGE_EXTENSIONS,
+    has_16bit_colour,
+    is_image_file,  # noqa: F401 (data code reads it from here)
+    upright,
+)
 
 _JPEG_QUALITY = 95
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -30,15 +33,6 @@ class ImageReadError(ValueError):
     def __init__(self, message: str, path: str | os.PathLike | None = None) -> None:
         super().__init__(message)
         self.path = Path(path) if path is not None else None
-
-
-def is_image_file(path: str | os.PathLike) -> bool:
-    """True for a visible file whose suffix is in `IMAGE_EXTENSIONS` (any case).
-
-    Hidden files (`.DS_Store`, `._photo.jpg` from macOS) are never images, whatever their suffix.
-    """
-    path = Path(path)
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:

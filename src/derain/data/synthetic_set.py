@@ -2,7 +2,8 @@
 
 Each example is a crop of a bundled photo with rain from `SyntheticRain`, saved as 8-bit PNGs
 built from the 8-bit clean image and rain layer, so rainy − clean == rain exactly wherever the
-rainy image did not clip (light rain). `params.json` records every image's draws.
+rainy image did not clip (light rain). `params.json` records every image's draws. `run(cfg)` is the task behind `derain-synth`
+(conf/synth.yaml).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from derain.data.io import write_image
 from derain.data.photos import Split, crop_around, load_photo, photo_list
 from derain.data.synthetic import SyntheticRain, config_as_dict, rain_config
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 FileLayout = Literal["rain13k", "jorder"]
 PARAMS_FILE = "params.json"
@@ -28,7 +32,7 @@ class OutputFolderNotEmptyError(FileExistsError):
 
 
 def write_synthetic_set(
-    out: str | os.PathLike,
+    output: str | os.PathLike,
     preset: str = "light",
     count: int = 100,
     size: int = 256,
@@ -39,7 +43,7 @@ def write_synthetic_set(
     rain: dict[str, Any] | None = None,
     photos: str | os.PathLike | None = None,
 ) -> Path:
-    """Render `count` rainy/clean/rain-layer triples of size×size pixels into `out`.
+    """Render `count` rainy/clean/rain-layer triples of size×size pixels into `output`.
 
     Example i is a crop of photo i mod P of `split` (P photos), at a position and with rain
     drawn from (seed, i); `rain` replaces settings of the preset (`RainConfig` fields, e.g.
@@ -52,18 +56,18 @@ def write_synthetic_set(
         The path of the written `params.json`.
 
     Raises:
-        OutputFolderNotEmptyError: `out` holds files and `overwrite` is False.
+        OutputFolderNotEmptyError: `output` holds files and `overwrite` is False.
         ValueError: unknown preset, layout or split, or a non-positive count/size.
         FileNotFoundError: `photos` is not a folder or holds no photo.
     """
-    out = Path(out).expanduser()
+    output = Path(output).expanduser()
     if layout not in _NAMERS:
         raise ValueError(f"unknown layout {layout!r}: expected one of {', '.join(_NAMERS)}")
     if count < 1 or size < 1:
         raise ValueError(f"count and size must be positive, got count={count}, size={size}")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise OutputFolderNotEmptyError(
-            f"{out} is not empty: choose an empty folder or pass overwrite=true"
+            f"{output} is not empty: choose an empty folder or pass overwrite=true"
         )
     config = rain_config(preset, **(rain or {}))
     generator = SyntheticRain(config, seed)
@@ -79,19 +83,19 @@ def write_synthetic_set(
         col = int(rng.integers(image.shape[1]))
         clean = crop_around(image, row, col, size)
         sample = generator.render(clean, rng, quantize=True)
-        files = name_files(out, index, digits)
+        files = name_files(output, index, digits)
         for role in ("rainy", "clean", "rain"):
             write_image(files[role], getattr(sample, role))
         records.append(
             {
                 "index": index,
-                **{role: str(path.relative_to(out)) for role, path in files.items()},
+                **{role: str(path.relative_to(output)) for role, path in files.items()},
                 "photo": photo,
                 "centre": [row, col],
                 **sample.params,
             }
         )
-    params_path = out / PARAMS_FILE
+    params_path = output / PARAMS_FILE
     summary = {
         "preset": preset,
         "config": config_as_dict(config),
@@ -128,3 +132,22 @@ _NAMERS: dict[str, Callable[[Path, int, int], dict[str, Path]]] = {
     "rain13k": _rain13k_names,
     "jorder": _jorder_names,
 }
+
+
+def run(cfg: DictConfig) -> Path:
+    """Writes the set conf/synth.yaml's settings (`cfg`) describe; returns its params.json
+    (`write_synthetic_set`)."""
+    from omegaconf import OmegaConf
+
+    return write_synthetic_set(
+        output=cfg.output,
+        preset=cfg.preset,
+        count=cfg.count,
+        size=cfg.size,
+        layout=cfg.layout,
+        split=cfg.split,
+        seed=cfg.seed,
+        overwrite=cfg.overwrite,
+        rain=OmegaConf.to_container(cfg.rain) if cfg.rain is not None else None,
+        photos=cfg.photos,
+    )

@@ -3,7 +3,7 @@
 Depends on the network only (no Lightning, no data modules):
 
     restorer = derain.load()           # the bundled model; or a name, folder or checkpoint
-    restorer = derain.load("model.ckpt", max_memory="2GB")
+    restorer = derain.load("model.ckpt", max_memory="2GB")   # settings: InferenceSettings
     clean = restorer(rainy)            # NumPy / PIL / torch in, the same kind out
     restorer.derain_file("IMG_1.jpg", "out/IMG_1.jpg")   # keeps format, profile, EXIF, alpha...
 """
@@ -21,6 +21,7 @@ from derain.inference.checkpoint import (
 from derain.inference.export import export, export_onnx, export_torchscript
 from derain.inference.photo_files import Photo, PhotoReadError, read_photo, write_photo
 from derain.inference.restorer import DerainedPhoto, Restorer, TilePlan, load, resolve_device
+from derain.inference.settings import InferenceSettings
 from derain.inference.sources import DEFAULT_MODEL, bundled_models, resolve_model
 from derain.inference.tiling import parse_memory_size, tiled_apply
 from derain.models.ensemble import self_ensemble
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "CheckpointError",
     "DerainedPhoto",
+    "InferenceSettings",
     "Photo",
     "PhotoReadError",
     "Restorer",

@@ -4,6 +4,8 @@ The exported graph is `ExportableELF`: the restored image only, with the padding
 16 done by shape arithmetic that the tracer records, so one file serves every input size
 ≥ 9×9 pixels (reflect padding needs each pad to be smaller than the side it extends; ELF pads by
 at most 15 for sides ≥ 16 and by 16 − side for sides 9–15).
+
+`run(cfg)` is the task behind `derain-export` (conf/export.yaml).
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch import Tensor, nn
 
+from derain.inference.checkpoint import load_model
+from derain.inference.settings import InferenceSettings
+from derain.inference.sources import WEIGHTS_FILE, resolve_model
 from derain.models import ELF
 from derain.models.blocks import LayerNorm2d
 from derain.models.elf import padding
+from derain.runtime.console import make_console
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
@@ -170,6 +182,55 @@ def export_difference(
             difference = (run_exported(x) - model(x).image).abs().max().item()
             largest = max(largest, difference)
     return largest
+
+
+_DEFAULT_SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+TOLERANCE = 1e-4
+"""Largest |exported − PyTorch| `run` calls ok: float32 reordering between runtimes stays far
+below it."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What `run` wrote: the `format` file `output` of `megabytes`, and its largest difference
+    to PyTorch (`export_difference`; None unless verified)."""
+
+    output: Path
+    format: str
+    megabytes: float
+    difference: float | None
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> Exported:
+    """Exports `cfg.ckpt_path` as `cfg.format` to `cfg.output` (see conf/export.yaml)."""
+    console = console or make_console()
+    settings = InferenceSettings.from_config(cfg)
+    settings.check_applies(("ckpt_path",), "derain-export (the file holds the network alone)")
+    if cfg.format not in EXPORT_FORMATS:
+        raise ValueError(f"format={cfg.format} is not one of {', '.join(EXPORT_FORMATS)}")
+    checkpoint = resolve_model(settings.ckpt_path)
+    model = load_model(checkpoint)
+    if cfg.output:
+        out = Path(cfg.output)
+    elif checkpoint.name == WEIGHTS_FILE:  # a named model or folder: not into the package
+        out = Path(checkpoint.parent.name + _DEFAULT_SUFFIXES[cfg.format])
+    else:
+        out = checkpoint.with_suffix(_DEFAULT_SUFFIXES[cfg.format])
+    options = {"opset": cfg.opset, "dynamo": cfg.dynamo} if cfg.format == "onnx" else {}
+    with console.status(f"exporting {checkpoint} as {cfg.format}"):
+        export(model, out, cfg.format, **options)
+    megabytes = out.stat().st_size / 1e6
+    console.print(f"wrote {out} ({megabytes:.1f} MB)", highlight=False)
+    difference = None
+    if cfg.verify:
+        difference = export_difference(out, model)
+        verdict = "ok" if difference <= TOLERANCE else "[bold red]above tolerance[/]"
+        console.print(
+            f"max |{cfg.format} − PyTorch| on 37×61 and 64×80 images: {difference:.2e} "
+            f"({verdict}, tolerance {TOLERANCE:.0e})",
+            highlight=False,
+        )
+    return Exported(out, cfg.format, megabytes, difference)
 
 
 def _prepare_output(path: str | os.PathLike) -> Path:

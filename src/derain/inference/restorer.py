@@ -36,10 +36,9 @@ from derain.inference.photo_files import (
     read_photo,
     write_photo,
 )
+from derain.inference.settings import MODEL_MAX_TILE, PRECISIONS, InferenceSettings
 from derain.inference.tiling import (
-    DEFAULT_OVERLAP,
     axis_tiles,
-    check_max_tile,
     parse_memory_size,
     round_up,
     tiled_apply,
@@ -49,13 +48,6 @@ from derain.models.ensemble import ensemble_transforms, self_ensemble_name
 from derain.models.ensemble import self_ensemble as ensemble_mean
 from derain.runtime.memory import peak_activation_bytes
 from derain.runtime.memory import retain_freed_memory as keep_freed_memory
-
-PRECISIONS: dict[str, torch.dtype | None] = {
-    "fp32": None,
-    "bf16": torch.bfloat16,
-    "fp16": torch.float16,
-}
-"""`precision=` values and the autocast dtype each runs under (None: plain float32)."""
 
 DEFAULT_CPU_MEMORY = "2GB"
 GPU_MEMORY_FRACTION = 0.8
@@ -176,25 +168,17 @@ class Restorer:
 
     Args:
         model: the network (moved to `device`, put in eval mode).
-        device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ...
-        tile: tile side in pixels (a multiple of the model's padding multiple, 16); None chooses
-            tiles automatically, only for images that would not fit `max_memory` in one pass
-            or have a side longer than `max_tile`.
-        overlap: least overlap of neighbouring tiles in pixels, blended smoothly.
-        max_tile: with `tile=None`, the largest tile side used (a multiple of 16; None: no
-            limit): the largest input the network works well on in one pass
-            (`derain.inference.StoredNetwork.max_tile`; `load` takes it from the model).
-        self_ensemble: average the predictions over flips/rotations: True or "d4" (all 8, 8×
-            the time), "flips" (the 4 that keep streaks' orientation, 4×: for networks trained
-            with `data.augment=flips`, like the demo's), False for one pass.
-        precision: "fp32", "bf16" (autocast; CPU or GPU) or "fp16" (autocast; GPU only).
-        max_memory: working-memory budget per image (bytes or "2GB", "512MiB"...; see
-            `TilePlan.estimated_bytes`); None: 2 GB on CPU, 80% of the free GPU memory.
+        settings: how to run it (`derain.inference.InferenceSettings`: device, precision,
+            max_memory, max_tile, self_ensemble, tile, overlap; `ckpt_path` is not read); a bare
+            network holds no max_tile of its own, so max_tile="model" means none here
+            (`load` takes the model's).
         retain_freed_memory: on CPU, make the process keep the memory it frees for reuse
             (`derain.runtime.memory.retain_freed_memory`: process-wide, glibc only), which makes
             each pass after the first much faster; tiles are then planned with
             `RETAINED_MEMORY_OVERHEAD` more memory per pass, so the peak stays within
             `max_memory`. `load` turns it on.
+        **options: settings given one by one, replacing those of `settings`
+            (`Restorer(model, device="cpu", tile=256)`).
 
     After each call, `last_plan` tells how the image was processed.
     """
@@ -202,30 +186,29 @@ class Restorer:
     def __init__(
         self,
         model: ELF,
-        device: str | torch.device = "auto",
-        tile: int | None = None,
-        overlap: int = DEFAULT_OVERLAP,
-        self_ensemble: bool | str = False,
-        precision: str = "fp32",
-        max_memory: int | str | None = None,
-        max_tile: int | None = None,
+        settings: InferenceSettings | None = None,
+        *,
         retain_freed_memory: bool = False,
+        **options: Any,
     ) -> None:
-        self.device = resolve_device(device)
+        settings = (settings or InferenceSettings()).replace(**options)
+        if settings.max_tile == MODEL_MAX_TILE:
+            settings = settings.replace(max_tile=None)
+        self.settings = settings
+        self.device = resolve_device(settings.device)
         self.retains_freed_memory = (
             retain_freed_memory and self.device.type == "cpu" and keep_freed_memory()
         )
         self.model = model.to(self.device).eval()
         self.multiple = model.multiple
-        _check_tiling(tile, overlap, self.multiple)
-        check_max_tile(max_tile, overlap)
-        self.tile = tile
-        self.overlap = overlap
-        self.max_tile = max_tile
-        self.ensemble = _ensemble(self_ensemble)
-        self.precision = precision
-        self._autocast_dtype = _autocast_dtype(precision, self.device)
-        self.max_memory = _memory_budget(max_memory, self.device)
+        _check_tiling(settings.tile, settings.overlap, self.multiple)
+        self.tile = settings.tile
+        self.overlap = settings.overlap
+        self.max_tile = settings.max_tile
+        self.ensemble = _ensemble(settings.self_ensemble)
+        self.precision = settings.precision
+        self._autocast_dtype = _autocast_dtype(settings.precision, self.device)
+        self.max_memory = _memory_budget(settings.max_memory, self.device)
         self.last_plan: TilePlan | None = None
         self._activation_bytes_per_pixel: float | None = None
 
@@ -334,11 +317,13 @@ class Restorer:
     ) -> Restorer:
         """A restorer that shares this one's network (and its measured memory use) but uses
         another `self_ensemble` and/or `max_memory` (see the class); omitted ones are kept."""
+        options = {"self_ensemble": self_ensemble, "max_memory": max_memory}
         other = copy.copy(self)
-        if self_ensemble is not _UNCHANGED:
-            other.ensemble = _ensemble(self_ensemble)
-        if max_memory is not _UNCHANGED:
-            other.max_memory = _memory_budget(max_memory, self.device)
+        other.settings = self.settings.replace(
+            **{key: value for key, value in options.items() if value is not _UNCHANGED}
+        )
+        other.ensemble = _ensemble(other.settings.self_ensemble)
+        other.max_memory = _memory_budget(other.settings.max_memory, self.device)
         other.last_plan = None
         return other
 
@@ -404,35 +389,33 @@ class Restorer:
 
 def load(
     source: str | os.PathLike | None = None,
-    device: str | torch.device = "auto",
-    tile: int | None = None,
-    overlap: int = DEFAULT_OVERLAP,
-    self_ensemble: bool | str = False,
-    precision: str = "fp32",
-    max_memory: int | str | None = None,
-    max_tile: int | str | None = "model",
+    settings: InferenceSettings | None = None,
+    *,
     retain_freed_memory: bool = True,
+    **options: Any,
 ) -> Restorer:
     """A `Restorer` for the network `source` names: None (the bundled default model), a
     bundled model's short name, a model folder, a derain `.ckpt`/`.safetensors` file or one of
-    the authors' checkpoints (`derain.inference.sources.resolve_model`).
+    the authors' checkpoints (`derain.inference.sources.resolve_model`); None takes
+    `settings.ckpt_path`.
 
-    Files are read without running code from them (`derain.inference.checkpoint.load_network`);
-    `max_tile="model"` takes the model's own (none for most checkpoints; the bundled model's
-    card gives its), None lifts it, a number replaces it; the other arguments are `Restorer`'s
-    (`retain_freed_memory` on by default here: several times faster on CPU, within `max_memory`).
+    Files are read without running code from them (`derain.inference.checkpoint.load_network`).
+    `settings` (`InferenceSettings`; its defaults when None) and `**options`, which replace its
+    fields one by one (`load("m.ckpt", device="cpu", self_ensemble="flips")`), say how to run
+    it: `max_tile="model"` (the default) takes the model's own (none for most checkpoints; the
+    bundled model's card gives its), None lifts it, a number replaces it.
+    `retain_freed_memory` (on by default here: several times faster on CPU, within
+    `max_memory`) is `Restorer`'s.
     """
-    device = resolve_device(device)
-    stored = load_network(source, device)
+    settings = (settings or InferenceSettings()).replace(**options)
+    if source is not None:
+        settings = settings.replace(ckpt_path=os.fspath(source))
+    device = resolve_device(settings.device)
+    stored = load_network(settings.ckpt_path, device)
+    max_tile = stored.chosen_max_tile(settings.max_tile)
     return Restorer(
         stored.model,
-        device=device,
-        tile=tile,
-        overlap=overlap,
-        self_ensemble=self_ensemble,
-        precision=precision,
-        max_memory=max_memory,
-        max_tile=stored.chosen_max_tile(max_tile),
+        settings.replace(max_tile=max_tile),
         retain_freed_memory=retain_freed_memory,
     )
 
@@ -463,8 +446,6 @@ def _counted(
 
 
 def _check_tiling(tile: int | None, overlap: int, multiple: int) -> None:
-    if overlap < 0:
-        raise ValueError(f"overlap={overlap} must be 0 or more pixels, e.g. overlap=32")
     if tile is not None and (tile % multiple or tile <= 2 * overlap):
         smallest = round_up(2 * overlap + 1, multiple)
         raise ValueError(
@@ -475,16 +456,16 @@ def _check_tiling(tile: int | None, overlap: int, multiple: int) -> None:
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-    dtype = PRECISIONS[precision]
+    dtype = PRECISIONS[precision]  # a known name: InferenceSettings checked it
     if dtype is torch.float16 and device.type != "cuda":
         raise ValueError(
-            f"precision=fp16 needs a CUDA device, but the device is {device}: "
-            "use precision=bf16 or precision=fp32 on CPU"
+            f"precision={precision} needs a CUDA device, but the device is {device}: "
+            "use precision=bf16-mixed or precision=32-true on CPU"
         )
     if dtype is torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"precision=bf16 is not supported by {device}: use precision=fp16 or fp32")
+        raise ValueError(
+            f"precision={precision} is not supported by {device}: use precision=16-mixed or 32-true"
+        )
     return dtype
 
 

@@ -57,7 +57,7 @@ def resolve_model(source: ModelSource = None) -> Path:
             return path / WEIGHTS_FILE
         raise FileNotFoundError(
             f"model folder {path} has no {WEIGHTS_FILE}: expected {WEIGHTS_FILE}, {CONFIG_FILE} "
-            f"and {CARD_FILE} (the layout derain-convert out=FOLDER writes)"
+            f"and {CARD_FILE} (the layout derain-convert output=FOLDER writes)"
         )
     bundled = bundled_models()
     if name in bundled:

@@ -1,10 +1,13 @@
-"""What a training or evaluation run prints: each log message once, and no third-party advice that
-is known not to apply here. Real warnings stay visible."""
+"""What a run prints: each log message once, no third-party advice that is known not to apply
+here, and tables as wide as they need. Real warnings stay visible."""
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
+
+from rich.console import Console
 
 _HARMLESS_WARNINGS = (
     # Lightning 2.6 calls a torch.utils._pytree API that torch 2.13 deprecates; nothing to change
@@ -41,3 +44,8 @@ def quiet_third_party() -> None:
         rank_zero.addFilter(_NoProductTips())
     for message in _HARMLESS_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
+
+
+def make_console() -> Console:
+    """A rich console; when output goes to a pipe or file, wide enough that tables are not cut."""
+    return Console() if sys.stdout.isatty() else Console(width=140)

@@ -1,4 +1,9 @@
-"""The train and eval tasks behind `derain-train` and `derain-eval` (config in, results out)."""
+"""The train task behind `derain-train` (`run`: config in, results out), and what derain-eval's
+task (`derain.evaluation.evaluate`) shares with it: starting a run, loggers, checkpoints, testing.
+
+    cfg = compose("train", overrides=["experiment=demo"])
+    result = derain.training.tasks.run(cfg)   # metrics, output_dir, paths, test, optimized
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,6 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from derain.evaluation.tables import markdown_table
-from derain.inference import load_network
-from derain.inference.sources import WEIGHTS_FILE, resolve_model
-from derain.models import optimize
 from derain.runtime.console import quiet_third_party
 from derain.runtime.memory import retain_freed_memory
 from derain.training import finished, wandb
@@ -82,7 +84,7 @@ def build_module(cfg: DictConfig) -> DerainModule:
     )
 
 
-def _run_test(
+def run_test(
     trainer: pl.Trainer,
     module: DerainModule,
     datamodule,
@@ -112,17 +114,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         wandb.finish_run()
 
 
-def _start(cfg: DictConfig) -> Path:
+def start_run(cfg: DictConfig) -> Path:
     """What every run does first (console, allocator, seeds); returns its output folder."""
     quiet_third_party()
-    if cfg.get("retain_freed_memory", False):
+    if cfg.retain_freed_memory:
         retain_freed_memory()
     pl.seed_everything(cfg.seed, workers=True)
     return Path(cfg.paths.output_dir)
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
-    out_dir = _start(cfg)
+    out_dir = start_run(cfg)
     if cfg.get("skip_finished", False):  # a point of a study (derain.training.finished)
         done = finished.finished_result(cfg, out_dir)
         if done is not None:
@@ -141,9 +143,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg, requeued=slurm_requeued())
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, requeued=slurm_requeued())
     last = out_dir / "checkpoints" / "last.ckpt"
-    if cfg.get("train", True):
+    if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         # a stop between epochs (max_steps, max_time) would leave last.ckpt behind the weights
         # that are tested below; write it so both refer to the same network. save_checkpoint is
@@ -154,7 +156,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
 
     result: dict[str, Any] = {"metrics": metrics, "output_dir": str(out_dir)}
-    if cfg.get("test", True):
+    if cfg.test:
         tester = trainer
         if trainer.world_size > 1:
             # a distributed sampler pads the test set with repeats, which would bias the
@@ -182,7 +184,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             "self_ensemble": module.hparams.self_ensemble,
             "model": OmegaConf.to_container(cfg.model, resolve=True),
         }
-        paths = _run_test(tester, module, datamodule, report, out_dir, metadata)
+        paths = run_test(tester, module, datamodule, report, out_dir, metadata)
         result["paths"] = {k: str(v) for k, v in paths.items()}
         result["test"] = report.results
         if cfg.get("skip_finished", False) and paths:
@@ -201,45 +203,67 @@ def _use_idle_cores(world_size: int) -> None:
         torch.set_num_threads(max(1, torch.get_num_threads() * world_size))
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Scores a checkpoint on every test set of the data config; writes the result tables."""
-    out_dir = _start(cfg)
-    # a model name, folder or file (null: the bundled model); `last`: this task's newest run
-    source = resolve_ckpt_path("last", cfg) if cfg.ckpt_path == "last" else cfg.ckpt_path
-    ckpt_path = resolve_model(source)
-    # unknown self_ensemble / eval_precision values fail here, before any image is read
-    stored = load_network(ckpt_path)
-    module = DerainModule.from_network(
-        stored,
-        metric_channel=cfg.metric_channel,
-        panel_images=cfg.panel_images,
-        self_ensemble=cfg.get("self_ensemble"),
-        eval_precision=cfg.get("eval_precision", "32-true"),
-        max_tile=stored.chosen_max_tile(cfg.get("max_tile", "model")),
-    )
-    optimize(
-        module.model,
-        channels_last=cfg.get("channels_last"),
-        compile=bool(cfg.get("compile", False)),
-        freeze=True,
-    )
-    report = TestReport(
-        panel_images=cfg.panel_images, images_dir=out_dir / "images" if cfg.save_images else None
-    )
-    datamodule = instantiate(cfg.data)
-    loggers = instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[report])
-    metadata = {
-        "title": f"{cfg.task_name}: {_model_label(ckpt_path)}",
-        "ckpt_path": str(ckpt_path),
-        "metric_channel": cfg.metric_channel,
-        "self_ensemble": module.hparams.self_ensemble,
-        "model": stored.config,
-    }
-    paths = _run_test(trainer, module, datamodule, report, out_dir, metadata)
-    return {"test": report.results, "paths": {k: str(v) for k, v in paths.items()}}
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """`train(cfg)` after `check_sweep_launch`; the result adds `optimized`, the value of
+    `cfg.optimized_metric` that sweepers (Optuna) optimise (`optimized_value`)."""
+    check_sweep_launch(cfg)
+    result = train(cfg)
+    return {**result, "optimized": optimized_value(cfg, result["metrics"], sweeping=_sweeping())}
 
 
-def _model_label(path: Path) -> str:
-    """A model folder's name (bundled models, Hub downloads), else the checkpoint's file name."""
-    return path.parent.name if path.name == WEIGHTS_FILE else path.name
+def optimized_value(cfg: DictConfig, metrics: dict[str, float], sweeping: bool) -> float | None:
+    """The logged value of `cfg.optimized_metric` (None when that is null, or nothing was
+    trained). A name that was not logged raises in a sweep (a sweeper would optimise nothing)
+    and is logged as a warning in a single run; both list the metrics that were logged."""
+    name = cfg.optimized_metric
+    if name is None or not cfg.train:
+        return None
+    if name in metrics:
+        return float(metrics[name])
+    message = (
+        f"optimized_metric={name} was not logged by this run; it logged "
+        f"{', '.join(sorted(metrics)) or 'no metrics'}: name one of those (e.g. "
+        "optimized_metric=val/psnr), or optimized_metric=null"
+    )
+    if sweeping:
+        raise ValueError(message)
+    log.warning(message)
+    return None
+
+
+def _sweeping() -> bool:
+    """Whether this run is a job of a Hydra multirun (`-m`): sweepers read `run`'s value."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def check_sweep_launch(cfg: DictConfig) -> None:
+    """Refuses a sampler-driven sweep (Optuna) whose trials would each start DDP processes.
+
+    Lightning starts the other processes by running the command line again; under `-m` each of
+    them runs the sweep again, and a sampler proposes its trials anew there, so the processes
+    would not train the same trial. Hydra's basic sweeper lists its jobs in a fixed order, so
+    its sweeps (e.g. over trainer.devices) do line up.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    sweeper = str(hydra_cfg.sweeper.get("_target_", ""))
+    if hydra_cfg.mode != RunMode.MULTIRUN or sweeper.endswith("BasicSweeper"):
+        return
+    trainer = cfg.trainer
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1)
+    strategy = str(trainer.get("strategy", "auto"))
+    if strategy.startswith("ddp") and (str(devices) not in ("1", "auto") or nodes != 1):
+        raise ValueError(
+            f"this sweep ({sweeper.rsplit('.', 1)[-1]}) cannot train each trial on several "
+            f"processes (trainer.strategy={strategy}, trainer.devices={devices}, "
+            f"trainer.num_nodes={nodes}): Lightning would start the other processes by running "
+            "the sweep again. Run the trials on one device, e.g. for the demo add "
+            "`trainer=cpu data.batch_size=8`."
+        )

@@ -1,5 +1,6 @@
 """Scoring a folder of results against a folder of ground truths, paired by file name: the
-papers' MATLAB scoring script in Python (behind `derain-score`).
+papers' MATLAB scoring script in Python. `run(cfg)` is the task behind `derain-score`
+(conf/score.yaml).
 
 Results and ground truths are paired by file name without extension (`rain-001.png` with
 `rain-001.jpg`), never by sorted position; the scores follow `derain.evaluation.metrics`
@@ -15,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import track
+from rich.table import Table
 
 from derain.data.io import is_image_file, read_image, read_image_size
 from derain.evaluation.metrics import Channel, psnr, ssim
+from derain.runtime.console import make_console
 
 _LISTED_NAMES = 10  # unmatched / mismatched files named in an error before "... and N more"
 
@@ -175,3 +180,34 @@ def score_folders(
         "ssim": math.fsum(row["ssim"] for row in rows) / len(rows),
         "images": rows,
     }
+
+
+def run(cfg: DictConfig, console: Console | None = None) -> dict:
+    """Scores `cfg.pred` against `cfg.gt`, prints the means on `console` (the terminal by
+    default) and writes scores.csv and scores.json to `cfg.output` if set.
+
+    Returns `score_folders`' summary, with `written`: the report files (empty without output).
+    """
+    console = console or make_console()
+    for setting in ("pred", "gt"):
+        if OmegaConf.is_missing(cfg, setting):
+            raise ValueError(f"{setting}=DIR is required: derain-score pred=RESULTS_DIR gt=GT_DIR")
+    if cfg.channel not in ("y", "rgb"):
+        raise ValueError(f"channel={cfg.channel} is not supported: use channel=y or channel=rgb")
+    if not isinstance(cfg.rounded_y, bool):
+        raise ValueError(f"rounded_y={cfg.rounded_y} is not a boolean: use rounded_y=true or false")
+    pred_dir, gt_dir = Path(cfg.pred), Path(cfg.gt)
+    summary = score_folders(pred_dir, gt_dir, channel=cfg.channel, rounded_y=cfg.rounded_y)
+
+    plane = "RGB" if cfg.channel == "rgb" else ("Y" if cfg.rounded_y else "Y (unrounded)")
+    table = Table(title=escape(f"{pred_dir} vs {gt_dir}"))
+    table.add_column("channel")
+    table.add_column("images", justify="right")
+    table.add_column("PSNR (dB)", justify="right")
+    table.add_column("SSIM", justify="right")
+    table.add_row(plane, str(summary["count"]), f"{summary['psnr']:.4f}", f"{summary['ssim']:.4f}")
+    console.print(table)
+    written = write_reports(Path(cfg.output), summary) if cfg.output is not None else []
+    for path in written:
+        console.print(f"wrote {path}", markup=False, highlight=False)
+    return {**summary, "written": written}

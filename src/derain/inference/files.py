@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from derain.data.io import IMAGE_EXTENSIONS, is_image_file
+from derain.image_files import IMAGE_EXTENSIONS, is_image_file
 
 SAME_FORMAT = "same"
 """`format=` value that keeps each input's own format."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from derain.data.io import write_image
-from derain.folders.predict import check_writable, find_images, plan_jobs, scan_images
+from derain.inference.files import check_writable, find_images, plan_jobs, scan_images
 
 
 @pytest.fixture

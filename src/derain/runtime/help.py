@@ -15,7 +15,7 @@ _KEY = re.compile(r"^([A-Za-z_]\w*):\s*(.*?)\s*(?:#\s?(.*))?$")
 _GROUP = re.compile(r"^\s+-\s+([\w/]+):\s*(\S+)")
 _INCLUDED = re.compile(r"^\s+-\s+([\w/]+)@_here_:\s*(\S+)")
 _SKIPPED_KEYS = {"defaults", "hydra"}
-_MODEL_KEYS = {"ckpt_path", "ckpt"}
+_MODEL_KEYS = {"ckpt_path"}
 """Settings that name a model: their commands' help lists the bundled models."""
 
 
