@@ -46,6 +46,7 @@ def test_a_checkpoint_that_does_not_exist_is_named(tmp_path):
         ("self_ensemble=twice", "self_ensemble=twice is not one of off, flips, d4"),
         ("max_pixels=0", "max_pixels=0 must be positive"),
         ("port=70000", "port=70000 is not a port number"),
+        ("quality=0", "quality=0 must be 1-100"),
     ],
 )
 def test_a_setting_that_cannot_work_is_named_with_what_would(tmp_path, setting, message):

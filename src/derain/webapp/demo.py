@@ -13,6 +13,7 @@ import time
 from omegaconf import DictConfig
 from rich.console import Console
 
+from derain.inference.photo_files import check_quality
 from derain.inference.settings import InferenceSettings
 from derain.models.ensemble import self_ensemble_name
 
@@ -36,6 +37,7 @@ def check_settings(cfg: DictConfig) -> InferenceSettings:
         raise ValueError(f"max_pixels={cfg.max_pixels} must be positive, e.g. max_pixels=16000000")
     if not 1 <= int(cfg.port) <= 65535:
         raise ValueError(f"port={cfg.port} is not a port number (1-65535), e.g. port=7860")
+    check_quality(int(cfg.quality))
     return settings
 
 
@@ -76,6 +78,7 @@ def run(cfg: DictConfig, console: Console | None = None) -> None:
             max_file_size=str(cfg.max_file_size),
             self_ensemble=self_ensemble_choice(settings.self_ensemble),
             max_memory=str(settings.max_memory),
+            quality=int(cfg.quality),
             queue_size=int(cfg.queue_size),
             examples=examples,
         )
