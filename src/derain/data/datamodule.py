@@ -155,9 +155,14 @@ class DerainDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.train_spec = _as_spec(train, "data.train") if train is not None else None
-        self.val_specs = {name: _as_spec(s, f"data.val.{name}") for name, s in (val or {}).items()}
+        # a set given as None is left out (`data.val.synthetic_light=null` drops a default set)
+        self.val_specs = {
+            name: _as_spec(s, f"data.val.{name}") for name, s in (val or {}).items() if s is not None
+        }
         self.test_specs = {
-            name: _as_spec(s, f"data.test.{name}") for name, s in (test or {}).items()
+            name: _as_spec(s, f"data.test.{name}")
+            for name, s in (test or {}).items()
+            if s is not None
         }
         self.root = Path(root).expanduser() if root is not None else None
         if patch_sizes is not None or batch_sizes is not None:
