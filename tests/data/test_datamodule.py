@@ -83,6 +83,17 @@ def test_validation_and_test_loaders_follow_the_set_names():
     assert heavy["rainy"].shape[0] == 1 and "_heavy_" in heavy["name"][0]
 
 
+def test_a_set_given_as_null_is_left_out():
+    datamodule = make_datamodule(
+        "synthetic", *FAST, "data.val.synthetic_light=null", "data.test.synthetic_heavy=null"
+    )
+    datamodule.setup("fit")
+    datamodule.setup("test")
+    assert datamodule.val_set_names == ["synthetic_heavy"]
+    assert datamodule.test_set_names == ["synthetic_light"]
+    assert len(datamodule.val_dataloader()) == len(datamodule.test_dataloader()) == 1
+
+
 def test_training_and_evaluation_photos_do_not_overlap():
     datamodule = make_datamodule("synthetic", *FAST)
     datamodule.setup("fit")
