@@ -18,6 +18,7 @@ from derain.data.synthetic import (
     _level_cut_noise,
     expand_presets,
     paint_lines,
+    paint_pattern,
     rain_config,
     scene_haze,
 )
@@ -138,6 +139,51 @@ def test_painted_lines_are_opaque_and_anti_aliased():
     assert coverage.max() == pytest.approx(line["opacity"], abs=1e-4)
     assert ((coverage > 0.05) & (coverage < line["opacity"] - 0.05)).any()
     assert (coverage.abs() < 1e-6).float().mean() > 0.5
+
+
+def test_scene_patterns_belong_to_the_target_and_leave_the_rain_as_it_was(photo):
+    config = rain_config("light", scene_patterns=1.0, rain_free=1.0)
+    sample = SyntheticRain(config, seed=9)(photo, 0)
+    assert "scene_pattern" in sample.params
+    assert np.array_equal(sample.rainy, sample.clean)  # rain-free: the bars are not rain
+    changed = np.abs(sample.clean - photo).max(axis=2) > 0.1
+    assert 0.01 < changed.mean() < 0.9
+    plain = SyntheticRain("light", seed=9)(photo, 0)
+    barred = SyntheticRain(rain_config("light", scene_patterns=1.0), seed=9)(photo, 0)
+    np.testing.assert_array_equal(barred.rain, plain.rain)  # the same streaks, on a fence
+    assert not np.array_equal(barred.clean, photo)
+    never = SyntheticRain(rain_config("light", scene_patterns=0.0), seed=9)(photo, 0)
+    assert np.array_equal(never.rainy, plain.rainy) and "scene_pattern" not in never.params
+
+
+def test_a_painted_pattern_repeats_its_bars_at_its_period():
+    image = torch.full((3, 96, 96), 0.3)
+    for seed in range(40):  # a vertical, bright, one-set pattern over most of the image
+        painted, pattern = paint_pattern(image, np.random.default_rng(seed))
+        if (
+            pattern["cross_period"] is None
+            and abs(pattern["angle"]) < 3
+            and pattern["grey"] > 0.5
+            and pattern["height"] > 60
+            and pattern["period"] > 6
+        ):
+            break
+    else:
+        pytest.fail("no upright pattern in 40 draws")
+    row = int(pattern["top"] + pattern["height"] / 2)
+    profile = (painted[0, row] - 0.3).numpy()
+    inside = slice(int(pattern["left"]) + 2, int(pattern["left"] + pattern["width"]) - 2)
+    bars = profile[inside] > 0.2
+    starts = np.flatnonzero(bars[1:] & ~bars[:-1])
+    assert len(starts) >= 2
+    # bars start one period apart (the slight tilt moves them by at most a pixel or two)
+    assert np.allclose(np.diff(starts), pattern["period"], atol=2.0)
+    assert profile[: int(pattern["left"]) - 1].max(initial=0.0) < 1e-6  # nothing outside
+
+
+def test_scene_patterns_must_be_a_probability():
+    with pytest.raises(ValueError, match="scene_patterns must be a probability"):
+        RainConfig(scene_patterns=1.5)
 
 
 def test_the_papers_presets_draw_what_they_drew_before(photo):

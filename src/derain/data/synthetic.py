@@ -93,6 +93,10 @@ class RainConfig:
             façades) are painted into the photo before the rain; they are part of the clean
             target, in rain-free samples too.
         scene_line_count: number of lines in such a sample (integers, both ends included).
+        scene_patterns: probability that a patch of opaque parallel bars (fence pickets,
+            window frames and shutters, railings, blinds) is painted into the photo before
+            the rain; part of the clean target, like `scene_lines`. Bright, thin, near-vertical
+            and repeated, they are what a model trained on streaks alone dims or smears most.
     """
 
     layers: tuple[int, int] = (1, 1)
@@ -118,6 +122,7 @@ class RainConfig:
     near_defocus: float = 0.0
     scene_lines: float = 0.0
     scene_line_count: tuple[int, int] = (1, 4)
+    scene_patterns: float = 0.0
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -137,7 +142,7 @@ class RainConfig:
                 f"rain setting scene_line_count must be (low, high) with 0 <= low <= high, "
                 f"got {self.scene_line_count}"
             )
-        for name in ("jpeg_share", "rain_free", "scene_lines"):
+        for name in ("jpeg_share", "rain_free", "scene_lines", "scene_patterns"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(
@@ -460,6 +465,12 @@ class SyntheticRain:
         if extras.random() < config.scene_lines:
             clean, lines = paint_lines(clean, extras, config.scene_line_count)
             params["scene_lines"] = lines
+        if config.scene_patterns > 0:
+            # a stream of its own, spawned only here: every other draw stays as it was
+            patterns = rng.spawn(1)[0]
+            if patterns.random() < config.scene_patterns:
+                clean, pattern = paint_pattern(clean, patterns)
+                params["scene_pattern"] = pattern
         if quantize:
             clean = _quantize(clean)
         if rain_free:
@@ -609,6 +620,80 @@ def paint_lines(
         painted = painted * (1 - coverage) + colour * coverage
         lines.append({**line, "colour": colour.flatten().tolist()})
     return painted, lines
+
+
+def paint_pattern(
+    image: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """`image` (3×H×W in [0, 1]) with a patch of opaque, anti-aliased parallel bars painted
+    in: a fence, a window's frames and shutters, a railing, blinds.
+
+    The bars run within 20° of vertical (where rain falls), 1 pixel to half their period
+    wide, a period of 3 to 28 pixels apart, mostly bright; a third of patches get a second
+    set of bars across them (a window grid). The patch covers a quarter to all of each side,
+    and the bars' brightness drifts along them, as light does on a real fence.
+
+    Returns:
+        The painted image (a new tensor) and the pattern's values.
+    """
+    height, width = image.shape[-2:]
+    device = image.device
+    rows = torch.arange(height, device=device, dtype=torch.float32)[:, None]
+    cols = torch.arange(width, device=device, dtype=torch.float32)[None, :]
+    patch_h = float(rng.uniform(0.25, 1.0) * height)
+    patch_w = float(rng.uniform(0.25, 1.0) * width)
+    top = float(rng.uniform(0, height - patch_h))
+    left = float(rng.uniform(0, width - patch_w))
+    bright = rng.random() < 0.75
+    pattern: dict[str, Any] = {
+        "top": top,
+        "left": left,
+        "height": patch_h,
+        "width": patch_w,
+        "angle": float(rng.uniform(-20, 20)),
+        "period": float(rng.uniform(3.0, 28.0)),
+        "opacity": float(rng.uniform(0.85, 1.0)),
+        "grey": float(rng.uniform(0.7, 1.0) if bright else rng.uniform(0.0, 0.3)),
+        "cross_period": float(rng.uniform(8.0, 60.0)) if rng.random() < 1 / 3 else None,
+    }
+    pattern["bar_width"] = float(rng.uniform(1.0, max(1.0, pattern["period"] / 2)))
+    tint = rng.uniform(-0.06, 0.06, 3)
+    drift = float(rng.uniform(-0.15, 0.15))  # brightness change from the patch's top to bottom
+    phase = float(rng.uniform(0, pattern["period"]))
+
+    def bars(across: torch.Tensor, period: float, bar_width: float) -> torch.Tensor:
+        """Coverage of bars `period` apart along the coordinate `across`."""
+        offset = torch.remainder(across, period)
+        distance = torch.minimum(offset, period - offset)
+        return (bar_width / 2 + 0.5 - distance).clamp(0.0, 1.0)
+
+    theta = math.radians(pattern["angle"])
+    dy, dx = rows - top, cols - left
+    coverage = bars(
+        dx * math.cos(theta) - dy * math.sin(theta) - phase, pattern["period"], pattern["bar_width"]
+    )
+    if pattern["cross_period"] is not None:
+        rails = bars(
+            dx * math.sin(theta) + dy * math.cos(theta),
+            pattern["cross_period"],
+            pattern["bar_width"],
+        )
+        coverage = torch.maximum(coverage, rails)
+    # the patch's own edges, one pixel soft
+    inside = (
+        (dy + 0.5).clamp(0, 1)
+        * (patch_h + 0.5 - dy).clamp(0, 1)
+        * (dx + 0.5).clamp(0, 1)
+        * (patch_w + 0.5 - dx).clamp(0, 1)
+    )
+    coverage = (coverage * inside * pattern["opacity"]).expand(3, height, width)
+    along = (dy / max(patch_h, 1.0)).clamp(0, 1) - 0.5
+    colour = (
+        torch.tensor(pattern["grey"] + tint, dtype=torch.float32, device=device)[:, None, None]
+        + drift * along
+    ).clamp(0.0, 1.0)
+    painted = image * (1 - coverage) + colour * coverage
+    return painted, pattern
 
 
 def scene_haze(

@@ -84,6 +84,56 @@ def build_module(cfg: DictConfig) -> DerainModule:
     )
 
 
+def load_initial_weights(module: DerainModule, source: str) -> dict[str, Any]:
+    """Starts `module`'s network from the weights of a trained one (`init_weights=`: fine-tune).
+
+    Args:
+        source: what `derain.inference.load_network` reads: a bundled model's name, a model
+            folder, a derain `.ckpt`/`.safetensors` file or one of the authors' checkpoints.
+
+    Returns:
+        The stored network's config (`_target_` and arguments), for the run's records.
+
+    Raises:
+        ValueError: nothing to read at `source`, or a network of another shape than `model=`
+            builds; the message names init_weights and both networks' settings.
+    """
+    from derain.inference.checkpoint import CheckpointError, load_network
+
+    try:
+        stored = load_network(source)
+    except (FileNotFoundError, CheckpointError) as error:
+        message = str(error).replace("ckpt_path=", "init_weights=")
+        raise ValueError(f"init_weights={source}: {message}") from None
+    ours = module.model.state_dict()
+    theirs = stored.model.state_dict()
+    misfit = sorted(set(ours) ^ set(theirs)) or [
+        name for name in ours if ours[name].shape != theirs[name].shape
+    ]
+    if misfit:
+        wanted = {k: v for k, v in _plain_dict(module.hparams.model).items() if k != "_target_"}
+        found = {k: v for k, v in stored.config.items() if k != "_target_"}
+        differ = {
+            k: (wanted.get(k), found.get(k))
+            for k in sorted({*wanted, *found})
+            if wanted.get(k) != found.get(k)
+        }
+        raise ValueError(
+            f"init_weights={source} holds a network of another shape than model= builds "
+            f"({len(misfit)} tensors differ, e.g. {misfit[0]}); settings that differ "
+            f"(model=, init_weights): {differ}. Choose the model preset it was trained as."
+        )
+    module.model.load_state_dict(theirs)
+    log.info("network initialised from %s", source)
+    return stored.config
+
+
+def _plain_dict(node: Any) -> dict[str, Any]:
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return dict(node)
+
+
 def run_test(
     trainer: pl.Trainer,
     module: DerainModule,
@@ -132,6 +182,12 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             return done
     datamodule = instantiate(cfg.data)
     module = build_module(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, requeued=slurm_requeued())
+    if cfg.get("init_weights") and cfg.train:
+        if ckpt_path:  # a resumed run carries on from its own checkpoint
+            log.info("init_weights=%s not used: resuming from %s", cfg.init_weights, ckpt_path)
+        else:
+            load_initial_weights(module, str(cfg.init_weights))
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     if not loggers:  # nothing to record learning rates to (Lightning refuses the monitor then)
@@ -143,7 +199,6 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg, requeued=slurm_requeued())
     last = out_dir / "checkpoints" / "last.ckpt"
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
