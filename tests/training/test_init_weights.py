@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TINY, run_cli, run_dirs
 
 from derain.inference import load_model
 from derain.inference.checkpoint import save_safetensors
 from derain.training.tasks import build_module, load_initial_weights
+from helpers import TINY, run_cli, run_dirs
 
 
 def _module(compose_config, *overrides: str):
