@@ -302,3 +302,16 @@ def test_validation_panels_go_to_each_logger_by_its_kind_not_its_class_name(tmp_
     )
     trainer.fit(DerainModule(model=TINY_MODEL), datamodule=tiny_datamodule())
     assert [p.name for p in (Path(logger.log_dir) / "panels").glob("*.png")] == ["step0000001.png"]
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "shown"), [(-1, "Epoch 3"), (None, "Epoch 3"), (10, "Epoch 3/9")]
+)
+def test_the_progress_bar_names_no_last_epoch_for_a_run_bounded_by_steps(max_epochs, shown):
+    from types import SimpleNamespace
+
+    from derain.training.callbacks import ProgressBar
+
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=max_epochs)
+    assert bar._get_train_description(3).strip() == shown

@@ -322,3 +322,9 @@ class ProgressBar(RichProgressBar):
                 if name in metrics:
                     self._values[name] = float(metrics[name])
         return {**items, **{name: f"{value:.4g}" for name, value in self._values.items()}}
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        # Lightning writes "Epoch 2/-2" for a run bounded by steps alone (max_epochs=-1)
+        if self.trainer.max_epochs is None or self.trainer.max_epochs < 0:
+            return f"Epoch {current_epoch}"
+        return super()._get_train_description(current_epoch)
