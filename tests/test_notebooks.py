@@ -104,7 +104,7 @@ def test_ablation_notebook_sweeps_and_its_numbers_are_the_run_folders(tmp_path):
         for o in c.outputs
     )  # fmt: skip
     assert "| no_mam | cross_attention=false | 2 |" in markdown
-    for figure in ("learning_curves.png", "deltas.png", "quality_vs_cost.png"):
+    for figure in ("learning_curves.png", "curve_gaps.png", "deltas.png", "quality_vs_cost.png"):
         assert (tmp_path / figure).stat().st_size > 10_000
 
 

@@ -15,7 +15,9 @@ from scipy import stats
 from derain.studies.results import (
     Cost,
     compare,
+    curve_gaps,
     paired_bootstrap,
+    plot_curve_gaps,
     plot_deltas,
     plot_learning_curves,
     plot_quality_vs_cost,
@@ -183,3 +185,16 @@ def test_table_curves_and_plots_cover_every_variant_and_seed(tmp_path):
     quality = plot_quality_vs_cost(table).axes[0]
     assert [t.get_text() for t in quality.texts] == ["full", "no_mam"]
     assert quality.containers[1].lines[0].get_xdata()[0] == 1.5  # no_mam at its GMACs
+
+
+def test_the_gap_along_training_pairs_seed_and_step(tmp_path):
+    write_point(tmp_path, "full", 1, scores(SPREAD), [(2, 1, 1, 20.0), (4, 2, 2, 22.0)])
+    write_point(tmp_path, "full", 2, scores(SPREAD), [(2, 1, 1, 21.0), (4, 2, 2, 25.0)])
+    # no_mam: ahead early, behind late; seed 2 skipped the validation at step 2
+    write_point(tmp_path, "no_mam", 1, scores(SPREAD), [(2, 1, 1, 21.0), (4, 2, 2, 21.0)])
+    write_point(tmp_path, "no_mam", 2, scores(SPREAD), [(4, 2, 2, 23.0), (6, 3, 3, 30.0)])
+    gaps = curve_gaps(read_runs(tmp_path))
+    # step 2: seed 1 alone (+1); step 4: the mean of -1 and -2; step 6: full never validated
+    assert gaps == {"no_mam": [(2, 1.0, 1), (4, -1.5, 2)]}
+    line = plot_curve_gaps(read_runs(tmp_path)).axes[0].lines[0]
+    assert list(line.get_ydata()) == [1.0, -1.5]

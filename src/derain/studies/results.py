@@ -480,6 +480,53 @@ def learning_curves(
     return curves
 
 
+def curve_gaps(
+    runs: Sequence[Run], metric: str = "val/psnr", reference: str = REFERENCE
+) -> dict[str, list[tuple[int, float, int]]]:
+    """Per variant, its gap to `reference` along training: (step, mean over seeds of the
+    variant's `metric` minus the reference's at that step and seed, the seeds averaged).
+
+    Paired like the table's Δ: only steps where both runs of a seed validated count. Whether a
+    gap keeps its sign from the middle of the budget to its end says whether the budget
+    decided the verdict; validation sets are small, so read the trend, not a single step.
+    """
+    curves = learning_curves(runs, metric)
+    base = curves.get(reference, {})
+    gaps: dict[str, list[tuple[int, float, int]]] = {}
+    for name, seeds in curves.items():
+        if name == reference:
+            continue
+        by_step: dict[int, list[float]] = {}
+        for seed, rows in seeds.items():
+            theirs = {int(r["step"]): r[metric] for r in base.get(seed, [])}
+            for row in rows:
+                step = int(row["step"])
+                if step in theirs:
+                    by_step.setdefault(step, []).append(row[metric] - theirs[step])
+        gaps[name] = [
+            (step, statistics.fmean(values), len(values))
+            for step, values in sorted(by_step.items())
+        ]
+    return gaps
+
+
+def plot_curve_gaps(runs: Sequence[Run], metric: str = "val/psnr") -> Figure:
+    """Each variant's gap to the reference along training (`curve_gaps`), a line at 0."""
+    fig = Figure(figsize=(6, 4), layout="constrained")
+    ax = fig.add_subplot()
+    names = list(learning_curves(runs, metric))
+    for name, points in curve_gaps(runs, metric).items():
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3,
+                color=f"C{names.index(name)}", label=name)  # fmt: skip
+    ax.axhline(0, color="k", linewidth=1)
+    ax.set_xlabel("optimiser steps")
+    ax.set_ylabel(f"{metric} − {REFERENCE}'s, mean over seeds (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(f"Gap to {REFERENCE} during training (validation set)")
+    return fig
+
+
 def plot_learning_curves(
     runs: Sequence[Run], metric: str = "val/psnr", xs: Sequence[str] = ("step", "cpu_s")
 ) -> Figure:
