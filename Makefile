@@ -11,12 +11,12 @@ STAMP := $(VENV)/.installed
 # loadgroup keeps the tests that share one running web app (xdist_group) on one process
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: install test test-all lint format profile train demo bench bench-data notebooks ablation clean help
+.PHONY: install test test-all lint format profile train demo bench bench-data notebooks ablation ablation-families clean help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-install: $(STAMP)  ## create .venv with torch ($$TORCH_SPEC) and derain[dev]
+install: $(STAMP)  ## create .venv with torch (TORCH_SPEC=... to choose it) and derain[dev]
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,13 @@ ablation: $(STAMP)  ## the ablation study (every variant x 3 seeds: hours on CPU
 	$(VENV)/bin/derain-train -m experiment=ablation model/ablation=$(ABLATIONS) seed=$(SEEDS)
 	mkdir -p logs/notebooks
 	DERAIN_SCALE=full DERAIN_STUDY=logs/ablation/default $(VENV)/bin/papermill notebooks/01_ablation.ipynb logs/notebooks/01_ablation_full.ipynb -k python3
+
+FAMILY_ABLATIONS ?= full,no_attention,no_conv_branch,no_mam,no_rain_prior
+PHOTOS ?= ../shared/photos
+ablation-families: $(STAMP)  ## the ablation study on every rain family (PHOTOS: CBSD68/, McMaster/, Kodak24/; ~3 CPU hours), then its report
+	$(VENV)/bin/derain-train -m experiment=ablation_families photos_dir=$(PHOTOS) model/ablation=$(FAMILY_ABLATIONS) seed=$(SEEDS)
+	mkdir -p logs/notebooks
+	DERAIN_SCALE=full DERAIN_STUDY=logs/ablation/families $(VENV)/bin/papermill notebooks/01_ablation.ipynb logs/notebooks/01_ablation_families.ipynb -k python3
 
 profile: $(STAMP)  ## parameters, GMACs, CPU latency and efficiency of the presets
 	$(VENV)/bin/derain-profile
