@@ -17,8 +17,9 @@ its brightest specks by levels, motion-blurred along the rain and *screened* ont
 "veil" (dense rain under an accumulation veil that follows the scene: thicker far away, the
 colour of the photo's own sky) and "depth" (fine dense far streaks and large, soft, sparse near
 ones in one image). A training mix names families or presets; leaving one family out measures
-transfer to rain the model was not made from. Painted opaque lines (`scene_lines`) belong to
-the scene and stay in the target, so a model learns that a pole or a wire is not rain.
+transfer to rain the model was not made from. Painted opaque lines (`scene_lines`) and patches
+of parallel bars (`scene_patterns`: fences, window frames, railings) belong to the scene and stay
+in the target, so a model learns that a pole, a wire or a picket is not rain.
 
 Every random choice comes from `numpy.random.default_rng([seed, *key])`, so an image depends
 only on (seed, key), never on worker count, call order or device. Rendering is tensor code
