@@ -157,7 +157,9 @@ class DerainDataModule(LightningDataModule):
         self.train_spec = _as_spec(train, "data.train") if train is not None else None
         # a set given as None is left out (`data.val.synthetic_light=null` drops a default set)
         self.val_specs = {
-            name: _as_spec(s, f"data.val.{name}") for name, s in (val or {}).items() if s is not None
+            name: _as_spec(s, f"data.val.{name}")
+            for name, s in (val or {}).items()
+            if s is not None
         }
         self.test_specs = {
             name: _as_spec(s, f"data.test.{name}")
