@@ -84,19 +84,16 @@ def build_module(cfg: DictConfig) -> DerainModule:
     )
 
 
-def load_initial_weights(module: DerainModule, source: str) -> dict[str, Any]:
+def load_initial_weights(module: DerainModule, source: str) -> None:
     """Starts `module`'s network from the weights of a trained one (`init_weights=`: fine-tune).
 
     Args:
         source: what `derain.inference.load_network` reads: a bundled model's name, a model
             folder, a derain `.ckpt`/`.safetensors` file or one of the authors' checkpoints.
 
-    Returns:
-        The stored network's config (`_target_` and arguments), for the run's records.
-
     Raises:
         ValueError: nothing to read at `source`, or a network of another shape than `model=`
-            builds; the message names init_weights and both networks' settings.
+            builds; the message names init_weights and the settings that differ.
     """
     from derain.inference.checkpoint import CheckpointError, load_network
 
@@ -105,33 +102,21 @@ def load_initial_weights(module: DerainModule, source: str) -> dict[str, Any]:
     except (FileNotFoundError, CheckpointError) as error:
         message = str(error).replace("ckpt_path=", "init_weights=")
         raise ValueError(f"init_weights={source}: {message}") from None
-    ours = module.model.state_dict()
-    theirs = stored.model.state_dict()
-    misfit = sorted(set(ours) ^ set(theirs)) or [
-        name for name in ours if ours[name].shape != theirs[name].shape
-    ]
-    if misfit:
-        wanted = {k: v for k, v in _plain_dict(module.hparams.model).items() if k != "_target_"}
-        found = {k: v for k, v in stored.config.items() if k != "_target_"}
+    try:
+        module.model.load_state_dict(stored.model.state_dict())
+    except RuntimeError:  # missing, unexpected or differently shaped tensors
+        wanted, found = module.hparams.model, stored.config
         differ = {
             k: (wanted.get(k), found.get(k))
-            for k in sorted({*wanted, *found})
+            for k in sorted({*wanted, *found} - {"_target_"})
             if wanted.get(k) != found.get(k)
         }
         raise ValueError(
-            f"init_weights={source} holds a network of another shape than model= builds "
-            f"({len(misfit)} tensors differ, e.g. {misfit[0]}); settings that differ "
-            f"(model=, init_weights): {differ}. Choose the model preset it was trained as."
-        )
-    module.model.load_state_dict(theirs)
+            f"init_weights={source} holds a network of another shape than model= builds; "
+            f"settings that differ (model=, init_weights): {differ}. Choose the model preset "
+            "it was trained as."
+        ) from None
     log.info("network initialised from %s", source)
-    return stored.config
-
-
-def _plain_dict(node: Any) -> dict[str, Any]:
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True)
-    return dict(node)
 
 
 def run_test(
