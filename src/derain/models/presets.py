@@ -54,6 +54,11 @@ PRESETS: dict[str, Preset] = {
         reference_params=1_223_972,
         reference_gmacs_256=12.04,
     ),
+    "elf_mid": Preset(
+        {"width": 32, "depth": 3},
+        "between elf_tiny and elf_small (1.8x elf_tiny's parameters, 1.7x its training step on "
+        "CPU): the capacity comparison of the default model (docs/training.md)",
+    ),
     "elf_tiny": Preset(
         {"width": 24, "depth": 2},
         "CPU demo and tests: half the width, two transformer blocks per branch",
