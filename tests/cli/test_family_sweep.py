@@ -38,6 +38,38 @@ def test_the_recipe_needs_a_photo_folder_and_holds_a_family_out(compose_config, 
     assert train.rain.scene_lines > 0 and train.rain.rain_free > 0
 
 
+def test_the_finetuning_steps_add_painted_bars_and_start_from_given_weights(compose_config):
+    base = compose_config("train", ["experiment=default_model", "photos_dir=/p"])
+    first = compose_config("train", ["experiment=default_model_finetune", "photos_dir=/p"])
+    second = compose_config(
+        "train",
+        ["experiment=default_model_finetune_frames", "photos_dir=/p", "init_weights=/w/step1"],
+    )
+    assert first.init_weights == "default" and second.init_weights == "/w/step1"
+    assert base.data.train.rain.get("scene_patterns", 0) == 0
+    assert 0 < first.data.train.rain.scene_patterns < second.data.train.rain.scene_patterns
+    assert first.data.train.rain.get("pattern_backing", 0) == 0
+    assert second.data.train.rain.pattern_backing > 0
+    for cfg in (first, second):  # the same photos, families and held-out measurements
+        assert cfg.data.train.folders == base.data.train.folders
+        assert cfg.data.train.presets == base.data.train.presets
+        assert cfg.data.test == base.data.test and cfg.model == base.model
+        assert cfg.optimizer.lr < base.optimizer.lr
+    assert second.optimizer.lr < first.optimizer.lr
+
+
+@pytest.mark.parametrize("preset", ["elf_tiny", "elf_mid"])
+def test_the_capacity_comparison_gives_each_preset_one_time_budget(compose_config, preset):
+    base = compose_config("train", ["experiment=default_model", "photos_dir=/p"])
+    cfg = compose_config(
+        "train", ["experiment=default_model_capacity", "photos_dir=/p", f"model={preset}"]
+    )
+    assert cfg.model.width == {"elf_tiny": 24, "elf_mid": 32}[preset]
+    assert cfg.trainer.devices == 1 and cfg.data.batch_size == 8  # the default's batch of 8
+    assert cfg.trainer.max_time and cfg.scheduler.follow_max_time
+    assert cfg.data.train == base.data.train and cfg.data.test == base.data.test
+
+
 def test_a_leave_one_out_sweep_writes_the_table(tmp_path, photos_dir):
     args = [a for a in TINY if "synthetic_" not in a]
     run_cli(

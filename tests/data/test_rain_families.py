@@ -181,6 +181,52 @@ def test_a_painted_pattern_repeats_its_bars_at_its_period():
     assert profile[: int(pattern["left"]) - 1].max(initial=0.0) < 1e-6  # nothing outside
 
 
+def test_a_backed_pattern_has_the_same_bars_on_a_fill_of_the_opposite_brightness():
+    image = torch.full((3, 96, 96), 0.5)
+    seen = set()
+    for seed in range(30):
+        plain, pattern = paint_pattern(image, np.random.default_rng(seed))
+        backed, backed_pattern = paint_pattern(image, np.random.default_rng(seed), backing=1.0)
+        fill = backed_pattern.pop("backing")
+        assert backed_pattern == pattern  # the same bars: the fill is drawn after them
+        bright = pattern["grey"] >= 0.7
+        assert (fill["grey"] <= 0.3) if bright else (fill["grey"] >= 0.6)
+        seen.add(bright)
+        top, left = int(pattern["top"]) + 2, int(pattern["left"]) + 2  # off the soft edges
+        bottom = int(pattern["top"] + pattern["height"]) - 2
+        right = int(pattern["left"] + pattern["width"]) - 2
+        changed = (backed - plain).abs().amax(0)
+        inside = changed[top:bottom, left:right]
+        gaps = (plain - image).abs().amax(0)[top:bottom, left:right] < 1e-6  # no bar there
+        assert gaps.any()
+        expected = (0.5 - fill["grey"]) * fill["opacity"]
+        assert inside[gaps].min() > abs(expected) - 0.07  # the gaps take the fill
+        outside = torch.ones_like(changed, dtype=torch.bool)
+        outside[max(0, top - 3) : bottom + 4, max(0, left - 3) : right + 4] = False
+        assert float(changed[outside].sum()) < 1e-4  # nothing outside the patch
+    assert seen == {True, False}
+    assert (
+        paint_pattern(image, np.random.default_rng(0), backing=0.0)[1]
+        == paint_pattern(image, np.random.default_rng(0))[1]
+    )
+
+
+def test_rain_config_pattern_backing_reaches_the_painted_target(photo):
+    plain = SyntheticRain(rain_config("light", scene_patterns=1.0), seed=9)(photo, 0)
+    backed = SyntheticRain(rain_config("light", scene_patterns=1.0, pattern_backing=1.0), seed=9)(
+        photo, 0
+    )
+    assert "backing" in backed.params["scene_pattern"]
+    assert "backing" not in plain.params["scene_pattern"]
+    np.testing.assert_array_equal(backed.rain, plain.rain)
+    assert not np.array_equal(backed.clean, plain.clean)
+
+
+def test_pattern_backing_must_be_a_probability():
+    with pytest.raises(ValueError, match="pattern_backing must be a probability"):
+        RainConfig(pattern_backing=-0.1)
+
+
 def test_scene_patterns_must_be_a_probability():
     with pytest.raises(ValueError, match="scene_patterns must be a probability"):
         RainConfig(scene_patterns=1.5)

@@ -98,6 +98,9 @@ class RainConfig:
             window frames and shutters, railings, blinds) is painted into the photo before
             the rain; part of the clean target, like `scene_lines`. Bright, thin, near-vertical
             and repeated, they are what a model trained on streaks alone dims or smears most.
+        pattern_backing: probability that such a patch is painted on a flat fill of the
+            opposite brightness (dark glass behind white window frames), the contrast at which
+            thin bars are most often taken for rain.
     """
 
     layers: tuple[int, int] = (1, 1)
@@ -124,6 +127,7 @@ class RainConfig:
     scene_lines: float = 0.0
     scene_line_count: tuple[int, int] = (1, 4)
     scene_patterns: float = 0.0
+    pattern_backing: float = 0.0
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -143,7 +147,13 @@ class RainConfig:
                 f"rain setting scene_line_count must be (low, high) with 0 <= low <= high, "
                 f"got {self.scene_line_count}"
             )
-        for name in ("jpeg_share", "rain_free", "scene_lines", "scene_patterns"):
+        for name in (
+            "jpeg_share",
+            "rain_free",
+            "scene_lines",
+            "scene_patterns",
+            "pattern_backing",
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(
@@ -470,7 +480,7 @@ class SyntheticRain:
             # a stream of its own, spawned only here: every other draw stays as it was
             patterns = rng.spawn(1)[0]
             if patterns.random() < config.scene_patterns:
-                clean, pattern = paint_pattern(clean, patterns)
+                clean, pattern = paint_pattern(clean, patterns, config.pattern_backing)
                 params["scene_pattern"] = pattern
         if quantize:
             clean = _quantize(clean)
@@ -624,7 +634,7 @@ def paint_lines(
 
 
 def paint_pattern(
-    image: torch.Tensor, rng: np.random.Generator
+    image: torch.Tensor, rng: np.random.Generator, backing: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """`image` (3×H×W in [0, 1]) with a patch of opaque, anti-aliased parallel bars painted
     in: a fence, a window's frames and shutters, a railing, blinds.
@@ -633,6 +643,10 @@ def paint_pattern(
     wide, a period of 3 to 28 pixels apart, mostly bright; a third of patches get a second
     set of bars across them (a window grid). The patch covers a quarter to all of each side,
     and the bars' brightness drifts along them, as light does on a real fence.
+    With probability `backing` the patch behind the bars is first filled with a flat colour
+    of the opposite brightness (dark glass behind white frames, a shutter's shadowed slats):
+    the strongest contrast a thin bar has in photos. Its values are drawn after all others,
+    so `backing=0` paints what it painted before.
 
     Returns:
         The painted image (a new tensor) and the pattern's values.
@@ -693,7 +707,15 @@ def paint_pattern(
         torch.tensor(pattern["grey"] + tint, dtype=torch.float32, device=device)[:, None, None]
         + drift * along
     ).clamp(0.0, 1.0)
-    painted = image * (1 - coverage) + colour * coverage
+    base = image
+    if backing > 0 and rng.random() < backing:
+        fill_grey = rng.uniform(0.02, 0.3) if bright else rng.uniform(0.6, 0.95)
+        fill = np.clip(fill_grey + rng.uniform(-0.05, 0.05, 3), 0.0, 1.0)
+        pattern["backing"] = {"grey": float(fill_grey), "opacity": float(rng.uniform(0.6, 1.0))}
+        behind = (inside * pattern["backing"]["opacity"]).expand(3, height, width)
+        fill_colour = torch.tensor(fill, dtype=torch.float32, device=device)[:, None, None]
+        base = image * (1 - behind) + fill_colour * behind
+    painted = base * (1 - coverage) + colour * coverage
     return painted, pattern
 
 
