@@ -50,3 +50,34 @@ def test_a_single_run_only_warns_and_a_test_only_run_has_nothing_to_optimise(cap
     assert "optimized_metric=val/psnrr was not logged" in caplog.text
     test_only = _run_config(optimized_metric="val/psnrr", train=False)
     assert training.optimized_value(test_only, {}, sweeping=True) is None
+
+
+def test_dropping_derains_progress_bar_turns_bars_off_unless_the_trainer_says_otherwise():
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from omegaconf import OmegaConf
+
+    from derain.training.callbacks import ProgressBar
+
+    unset, shown = (
+        OmegaConf.create({"max_steps": 3}),
+        OmegaConf.create({"enable_progress_bar": True}),
+    )
+    assert training.progress_bar_setting(unset, [LearningRateMonitor()]) == {
+        "enable_progress_bar": False
+    }
+    assert training.progress_bar_setting(unset, [ProgressBar()]) == {}
+    assert training.progress_bar_setting(shown, []) == {}  # asked for: Lightning's own bar
+
+
+def test_a_run_bounded_by_steps_alone_names_its_epoch_without_a_negative_total():
+    import lightning.pytorch as pl
+
+    from derain.training.callbacks import ProgressBar
+
+    for max_epochs, expected in ((-1, "Epoch 3"), (5, "Epoch 3/4")):
+        bar = ProgressBar()
+        trainer = pl.Trainer(
+            accelerator="cpu", max_epochs=max_epochs, max_steps=10, logger=False, callbacks=[bar]
+        )
+        bar._trainer = trainer  # what Lightning sets when a run starts
+        assert bar._get_train_description(3).strip() == expected

@@ -15,7 +15,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -158,6 +158,17 @@ def start_run(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
+def progress_bar_setting(trainer_cfg: DictConfig, callbacks: list[Callback]) -> dict[str, bool]:
+    """`enable_progress_bar=False` when the run's callbacks hold no progress bar
+    (`callbacks.progress_bar=null`) and the trainer config leaves it unset: dropping derain's bar
+    means no bar, not Lightning's own in its place (a log file full of redrawn lines)."""
+    if trainer_cfg.get("enable_progress_bar") is not None:
+        return {}
+    if any(isinstance(callback, ProgressBar) for callback in callbacks):
+        return {}
+    return {"enable_progress_bar": False}
+
+
 def _train(cfg: DictConfig) -> dict[str, Any]:
     out_dir = start_run(cfg)
     if cfg.get("skip_finished", False):  # a point of a study (derain.training.finished)
@@ -178,8 +189,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # nothing to record learning rates to (Lightning refuses the monitor then)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     report = TestReport(panel_images=module.hparams.panel_images)
+    bar = progress_bar_setting(cfg.trainer, callbacks)
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, callbacks=[*callbacks, report], logger=loggers or False
+        cfg.trainer, callbacks=[*callbacks, report], logger=loggers or False, **bar
     )
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -216,6 +228,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
                 strategy="auto",
                 callbacks=[report],
                 logger=loggers or False,
+                **bar,
             )
         metadata = {
             "title": f"{cfg.task_name}: {cfg.run_name}",
