@@ -227,6 +227,37 @@ def test_pattern_backing_must_be_a_probability():
         RainConfig(pattern_backing=-0.1)
 
 
+def test_pattern_bar_max_caps_the_bars_and_leaves_every_other_draw():
+    image = torch.full((3, 96, 96), 0.4)
+    capped_widths = []
+    for seed in range(40):
+        wide, pattern = paint_pattern(image, np.random.default_rng(seed), backing=0.5)
+        narrow, capped = paint_pattern(image, np.random.default_rng(seed), backing=0.5, bar_max=3.0)
+        assert 1.0 <= capped["bar_width"] <= 3.0
+        assert {k: v for k, v in capped.items() if k != "bar_width"} == {
+            k: v for k, v in pattern.items() if k != "bar_width"
+        }
+        if pattern["period"] / 2 <= 3.0:  # no cap to apply: the very same pattern
+            assert capped["bar_width"] == pattern["bar_width"]
+            assert torch.equal(narrow, wide)
+        capped_widths.append(capped["bar_width"])
+        # the default is no cap: half the longest period
+        assert (
+            paint_pattern(image, np.random.default_rng(seed), backing=0.5, bar_max=14.0)[1]
+            == pattern
+        )
+    assert max(capped_widths) > 2.0  # the cap bounds the draw, it does not pin it to 1
+
+
+def test_rain_config_pattern_bar_max_reaches_the_painted_target(photo):
+    config = rain_config("light", scene_patterns=1.0, pattern_bar_max=2.0)
+    for seed in range(6):
+        capped = SyntheticRain(config, seed=seed)(photo, 0)
+        assert capped.params["scene_pattern"]["bar_width"] <= 2.0
+    with pytest.raises(ValueError, match="pattern_bar_max must be at least 1"):
+        RainConfig(pattern_bar_max=0.5)
+
+
 def test_scene_patterns_must_be_a_probability():
     with pytest.raises(ValueError, match="scene_patterns must be a probability"):
         RainConfig(scene_patterns=1.5)

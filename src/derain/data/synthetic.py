@@ -101,6 +101,9 @@ class RainConfig:
         pattern_backing: probability that such a patch is painted on a flat fill of the
             opposite brightness (dark glass behind white window frames), the contrast at which
             thin bars are most often taken for rain.
+        pattern_bar_max: the widest painted bar in pixels (bars are drawn 1 pixel to half
+            their period wide, at most this). The default, 14, is half the longest period:
+            no limit. A smaller one keeps painted bars apart from wide near streaks (`large`).
     """
 
     layers: tuple[int, int] = (1, 1)
@@ -128,6 +131,7 @@ class RainConfig:
     scene_line_count: tuple[int, int] = (1, 4)
     scene_patterns: float = 0.0
     pattern_backing: float = 0.0
+    pattern_bar_max: float = 14.0
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -159,6 +163,10 @@ class RainConfig:
                 raise ValueError(
                     f"rain setting {name} must be a probability in [0, 1], got {value}"
                 )
+        if self.pattern_bar_max < 1:
+            raise ValueError(
+                f"rain setting pattern_bar_max must be at least 1 (pixel), got {self.pattern_bar_max}"
+            )
         if min(self.scale) <= 0:
             raise ValueError(f"rain setting scale must be positive, got {self.scale}")
         if not 1 <= self.jpeg_quality[0] <= self.jpeg_quality[1] <= 100:
@@ -480,7 +488,9 @@ class SyntheticRain:
             # a stream of its own, spawned only here: every other draw stays as it was
             patterns = rng.spawn(1)[0]
             if patterns.random() < config.scene_patterns:
-                clean, pattern = paint_pattern(clean, patterns, config.pattern_backing)
+                clean, pattern = paint_pattern(
+                    clean, patterns, config.pattern_backing, config.pattern_bar_max
+                )
                 params["scene_pattern"] = pattern
         if quantize:
             clean = _quantize(clean)
@@ -634,13 +644,13 @@ def paint_lines(
 
 
 def paint_pattern(
-    image: torch.Tensor, rng: np.random.Generator, backing: float = 0.0
+    image: torch.Tensor, rng: np.random.Generator, backing: float = 0.0, bar_max: float = 14.0
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """`image` (3×H×W in [0, 1]) with a patch of opaque, anti-aliased parallel bars painted
     in: a fence, a window's frames and shutters, a railing, blinds.
 
     The bars run within 20° of vertical (where rain falls), 1 pixel to half their period
-    wide, a period of 3 to 28 pixels apart, mostly bright; a third of patches get a second
+    wide (and at most `bar_max`), a period of 3 to 28 pixels apart, mostly bright; a third of patches get a second
     set of bars across them (a window grid). The patch covers a quarter to all of each side,
     and the bars' brightness drifts along them, as light does on a real fence.
     With probability `backing` the patch behind the bars is first filled with a flat colour
@@ -671,7 +681,9 @@ def paint_pattern(
         "grey": float(rng.uniform(0.7, 1.0) if bright else rng.uniform(0.0, 0.3)),
         "cross_period": float(rng.uniform(8.0, 60.0)) if rng.random() < 1 / 3 else None,
     }
-    pattern["bar_width"] = float(rng.uniform(1.0, max(1.0, pattern["period"] / 2)))
+    # one draw whatever `bar_max` is: the draws after it stay as they were
+    widest = max(1.0, min(pattern["period"] / 2, bar_max))
+    pattern["bar_width"] = float(rng.uniform(1.0, widest))
     tint = rng.uniform(-0.06, 0.06, 3)
     drift = float(rng.uniform(-0.15, 0.15))  # brightness change from the patch's top to bottom
     phase = float(rng.uniform(0, pattern["period"]))
