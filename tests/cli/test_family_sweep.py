@@ -58,6 +58,39 @@ def test_the_finetuning_steps_add_painted_bars_and_start_from_given_weights(comp
     assert second.optimizer.lr < first.optimizer.lr
 
 
+def test_the_bundled_models_later_steps_narrow_the_bars_then_widen_the_patches(compose_config):
+    names = [
+        "default_model_finetune",
+        "default_model_finetune_narrow",
+        "default_model_finetune_context",
+        "default_model_finetune_tile",
+    ]
+    base = compose_config("train", ["experiment=default_model", "photos_dir=/p"])
+    steps = [
+        compose_config("train", [f"experiment={name}", "photos_dir=/p", "init_weights=/w"])
+        for name in names
+    ]
+    narrow, context, tile = steps[1:]
+    assert (
+        narrow.data.train.rain.pattern_bar_max <= 4 and narrow.data.train.rain.pattern_backing > 0
+    )
+    assert list(narrow.data.train.presets).count("large") > list(base.data.train.presets).count(
+        "large"
+    )
+    assert "depth" in narrow.data.train.presets and narrow.data.train.holdout == "depth"
+    # the later steps change the patches and the step size, not the data
+    for later in (context, tile):
+        assert later.data.train == narrow.data.train and later.data.test == base.data.test
+    patches = [cfg.data.patch_size for cfg in steps]
+    assert patches == sorted(patches) and patches[-1] == 192 and patches[0] == base.data.patch_size
+    # each step trains on no fewer pixels a step than the one before, at a lower rate
+    pixels = [cfg.data.batch_size * cfg.data.patch_size**2 for cfg in steps]
+    assert pixels == sorted(pixels)
+    rates = [cfg.optimizer.lr for cfg in steps]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
+    assert all(cfg.init_weights == "/w" and cfg.model == base.model for cfg in steps)
+
+
 @pytest.mark.parametrize("preset", ["elf_tiny", "elf_mid"])
 def test_the_capacity_comparison_gives_each_preset_one_time_budget(compose_config, preset):
     base = compose_config("train", ["experiment=default_model", "photos_dir=/p"])
