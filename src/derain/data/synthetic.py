@@ -48,6 +48,11 @@ Range = tuple[float, float]
 
 _FFT_NOISE = 1e-4
 
+PATTERN_PERIOD: Range = (3.0, 28.0)
+"""Pixels between the bars of a painted pattern (`paint_pattern`)."""
+WIDEST_BAR = PATTERN_PERIOD[1] / 2
+"""A painted bar is at most half its period wide: `pattern_bar_max` at this value sets no limit."""
+
 
 @dataclass(frozen=True)
 class RainConfig:
@@ -102,8 +107,8 @@ class RainConfig:
             opposite brightness (dark glass behind white window frames), the contrast at which
             thin bars are most often taken for rain.
         pattern_bar_max: the widest painted bar in pixels (bars are drawn 1 pixel to half
-            their period wide, at most this). The default, 14, is half the longest period:
-            no limit. A smaller one keeps painted bars apart from wide near streaks (`large`).
+            their period wide, at most this). The default, `WIDEST_BAR` (14), is half the
+            longest period: no limit. A smaller one keeps painted bars apart from wide near streaks (`large`).
     """
 
     layers: tuple[int, int] = (1, 1)
@@ -131,7 +136,7 @@ class RainConfig:
     scene_line_count: tuple[int, int] = (1, 4)
     scene_patterns: float = 0.0
     pattern_backing: float = 0.0
-    pattern_bar_max: float = 14.0
+    pattern_bar_max: float = WIDEST_BAR
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -644,14 +649,17 @@ def paint_lines(
 
 
 def paint_pattern(
-    image: torch.Tensor, rng: np.random.Generator, backing: float = 0.0, bar_max: float = 14.0
+    image: torch.Tensor,
+    rng: np.random.Generator,
+    backing: float = 0.0,
+    bar_max: float = WIDEST_BAR,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """`image` (3×H×W in [0, 1]) with a patch of opaque, anti-aliased parallel bars painted
     in: a fence, a window's frames and shutters, a railing, blinds.
 
     The bars run within 20° of vertical (where rain falls), 1 pixel to half their period
-    wide (and at most `bar_max`), a period of 3 to 28 pixels apart, mostly bright; a third of patches get a second
-    set of bars across them (a window grid). The patch covers a quarter to all of each side,
+    wide and at most `bar_max`, a period of 3 to 28 pixels apart (`PATTERN_PERIOD`), mostly
+    bright; a third of patches get a second set of bars across them (a window grid). The patch covers a quarter to all of each side,
     and the bars' brightness drifts along them, as light does on a real fence.
     With probability `backing` the patch behind the bars is first filled with a flat colour
     of the opposite brightness (dark glass behind white frames, a shutter's shadowed slats):
@@ -676,7 +684,7 @@ def paint_pattern(
         "height": patch_h,
         "width": patch_w,
         "angle": float(rng.uniform(-20, 20)),
-        "period": float(rng.uniform(3.0, 28.0)),
+        "period": float(rng.uniform(*PATTERN_PERIOD)),
         "opacity": float(rng.uniform(0.85, 1.0)),
         "grey": float(rng.uniform(0.7, 1.0) if bright else rng.uniform(0.0, 0.3)),
         "cross_period": float(rng.uniform(8.0, 60.0)) if rng.random() < 1 / 3 else None,
